@@ -1,0 +1,102 @@
+"""facelab's command line, and the wrapper every DVC stage script runs through.
+
+Errors a user can fix (``FacelabError``) print as one line, ``facelab: error: ...``, and exit
+with status 1; set ``FACELAB_DEBUG=1`` (or pass ``--debug``) for the traceback. Ctrl-C or
+SIGTERM exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from facelab.errors import FacelabError
+
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def _debug() -> bool:
+    return os.environ.get("FACELAB_DEBUG", "") not in ("", "0", "false")
+
+
+def guarded(fn: Callable[[], object]) -> int:
+    """Run ``fn``; turn FacelabError into one line on stderr and an exit status."""
+    try:
+        fn()
+        return 0
+    except FacelabError as exc:
+        if _debug():
+            raise
+        print(f"facelab: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("facelab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def stage(run: Callable[[dict], object], params_file: str = "params.yaml") -> None:
+    """Entry point of a DVC stage script: validated params in, one call out, exit status back."""
+    from facelab.config import load_params
+
+    sys.exit(guarded(lambda: run(load_params(params_file))))
+
+
+def _cmd_stage(args) -> None:
+    import importlib
+
+    module, function = STAGES[args.name]
+    from facelab.config import load_params
+
+    getattr(importlib.import_module(module), function)(load_params(args.params))
+
+
+STAGES = {
+    "prepare": ("facelab.prepare", "run"),
+    "augment": ("facelab.augment", "run"),
+    "train_keypoints": ("facelab.train", "run_keypoints"),
+    "train_emotion": ("facelab.train", "run_emotion"),
+    "evaluate": ("facelab.evaluate", "run"),
+    "combine": ("facelab.combine", "run"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facelab", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml runs)")
+    p.add_argument("name", choices=sorted(STAGES))
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(handler=_cmd_stage)
+    p = sub.add_parser("check-params", help="validate params.yaml and exit")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(handler=lambda a: __import__("facelab.config").config.load_params(a.params)
+                   and print(f"{a.params}: ok"))
+    p = sub.add_parser("params", help="edit params.yaml")
+    params_sub = p.add_subparsers(dest="action", required=True)
+    q = params_sub.add_parser("apply", help="merge a profile of overrides (profiles/*.yaml) into params.yaml")
+    q.add_argument("profile")
+    q.add_argument("--params", default="params.yaml")
+    q.set_defaults(handler=_cmd_params_apply)
+    return parser
+
+
+def _cmd_params_apply(args) -> None:
+    from facelab.profiles import apply_profile
+
+    apply_profile(args.profile, args.params)
+    print(f"{args.params}: applied {args.profile}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.debug:
+        os.environ["FACELAB_DEBUG"] = "1"
+    return guarded(lambda: args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

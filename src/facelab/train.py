@@ -1,0 +1,149 @@
+"""The two training stages: ``train_keypoints`` and ``train_emotion``.
+
+Each builds the shared ResNet-18 with its head, trains it with ``training.fit`` on the
+prepared (and, for keypoints, augmented) arrays, writes the best model to ``models/``, the
+per-epoch history to ``plots/`` and training metrics to ``metrics/``, and logs and registers
+the model in MLflow (alias ``candidate``); ``models/<task>.json`` records the registered version.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from facelab import tracking, training
+from facelab.atomic import atomic_path, write_json
+from facelab.augment import emotion_augmenter
+from facelab.config import AUGMENTED_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
+from facelab.formats import KEYPOINT_IMAGE_SIZE
+from facelab.model import build_emotion_model, build_keypoint_model
+from facelab.prepare import load_split
+
+KEYPOINT_MODEL = MODELS_DIR / "keypoints.keras"
+EMOTION_MODEL = MODELS_DIR / "emotion.keras"
+
+
+def registry_ref_path(model_path: Path) -> Path:
+    """models/keypoints.keras -> models/keypoints.json (the registered version behind the file)."""
+    return model_path.with_suffix(".json")
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def _write_history(history: dict, path: Path) -> pd.DataFrame:
+    frame = pd.DataFrame(history)
+    frame["epoch"] = frame["epoch"].astype(int) + 1
+    frame = frame[["epoch"] + [c for c in frame.columns if c != "epoch"]]
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
+def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, train_ds, val_ds,
+           n_train: int, policy: str, model_path: Path, registered_name: str, input_example: np.ndarray,
+           description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame]:
+    cfg = params[stage]
+    steps = cfg["epochs"] * int(np.ceil(n_train / cfg["batch_size"]))
+    model.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], steps),
+                  loss=loss, metrics=metrics)
+    folder = training.run_folder(stage, {"params": params, "n_train": n_train})
+    started = time.perf_counter()
+    best, history, progress = training.fit(
+        model, train_ds, val_ds, epochs=cfg["epochs"], images_per_epoch=n_train, folder=folder,
+        resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
+        callbacks=[tracking.epoch_logger()])
+    seconds = time.perf_counter() - started
+    save_model(best, model_path)
+    frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
+    best_row = frame.loc[frame["val_loss"].idxmin()]
+    summary = {"best_epoch": int(best_row["epoch"]), "epochs_run": int(len(frame)),
+               "best_val_loss": float(best_row["val_loss"]), "train_seconds": round(seconds, 1),
+               "images_per_second": round(float(np.median(progress.images_per_second)), 1),
+               "precision": policy}
+    ref = tracking.log_and_register_keras(best, registered_name, input_example, description, tags)
+    write_json(registry_ref_path(model_path), ref)
+    tracking.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
+    training.finish_run(folder)
+    return best, summary, frame
+
+
+def run_keypoints(params: dict) -> dict:
+    cfg = params["train_keypoints"]
+    seed = params["seed"]
+    keras.utils.set_random_seed(seed)
+    train = load_split(AUGMENTED_DIR / "keypoints_train.npz")
+    val = load_split(PREPARED_DIR / "keypoints_val.npz")
+    logged = {"seed": seed, "train_keypoints": cfg, "data.keypoints.missing": params["data"]["keypoints"]["missing"]}
+    with tracking.stage_run("train_keypoints", logged, params["tracking"]["experiment"]):
+        policy = training.set_precision(cfg["precision"])
+        with training.distribution_strategy().scope():
+            model = build_keypoint_model(KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"],
+                                         dropout=cfg["dropout"])
+        train_ds = training.make_dataset(train["images"], train["keypoints"], cfg["batch_size"], shuffle=True,
+                                         seed=seed)
+        val_ds = training.make_dataset(val["images"], val["keypoints"], cfg["batch_size"], shuffle=False, seed=seed)
+        example = val["images"][:2, :, :, None].astype(np.float32)
+        _, summary, frame = _train("train_keypoints", params, model, training.masked_mse, [], train_ds, val_ds,
+                                   len(train["images"]), policy, KEYPOINT_MODEL,
+                                   params["tracking"]["keypoints_model"], example,
+                                   "ResNet-18 facial keypoints: 96x96 grayscale (0-255) -> 30 pixel coordinates")
+        summary["val_rmse_px"] = float(np.sqrt(summary["best_val_loss"]))
+        write_json(METRICS_DIR / "train_keypoints.json", summary)
+        tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if not isinstance(v, str)})
+    return summary
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
+    """Per-class loss weights: none (all 1), balanced (n / (k * count)) or its square root."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    if mode == "none":
+        return np.ones(num_classes, np.float32)
+    weights = counts.sum() / (num_classes * np.maximum(counts, 1))
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    return (weights / np.average(weights, weights=counts)).astype(np.float32)
+
+
+def run_emotion(params: dict) -> dict:
+    cfg = params["train_emotion"]
+    seed = params["seed"]
+    keras.utils.set_random_seed(seed)
+    train = load_split(PREPARED_DIR / "emotion_train.npz")
+    val = load_split(PREPARED_DIR / "emotion_val.npz")
+    classes = [str(c) for c in train["classes"]]
+    num_classes = len(classes)
+    logged = {"seed": seed, "train_emotion": cfg, "augment.emotion": params["augment"]["emotion"],
+              "data.emotion.classes": ",".join(classes)}
+    with tracking.stage_run("train_emotion", logged, params["tracking"]["experiment"]):
+        policy = training.set_precision(cfg["precision"])
+        input_size = int(train["images"].shape[1])
+        with training.distribution_strategy().scope():
+            model = build_emotion_model(num_classes, input_size=input_size, image_size=cfg["image_size"],
+                                        width=cfg["width"], stem=cfg["stem"], dropout=cfg["dropout"])
+        one_hot = np.eye(num_classes, dtype=np.float32)
+        weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
+        augmenter = emotion_augmenter(seed=seed, **params["augment"]["emotion"])
+        train_ds = training.make_dataset(train["images"], one_hot[train["labels"]], cfg["batch_size"], shuffle=True,
+                                         seed=seed, augmenter=augmenter, sample_weights=weights[train["labels"]])
+        val_ds = training.make_dataset(val["images"], one_hot[val["labels"]], cfg["batch_size"], shuffle=False,
+                                       seed=seed)
+        example = val["images"][:2, :, :, None].astype(np.float32)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
+        _, summary, frame = _train("train_emotion", params, model, loss, ["accuracy"], train_ds, val_ds,
+                                   len(train["images"]), policy, EMOTION_MODEL, params["tracking"]["emotion_model"],
+                                   example, f"ResNet-18 emotion: {input_size}x{input_size} grayscale (0-255) -> "
+                                            f"probabilities of {', '.join(classes)}",
+                                   tags={"classes": ",".join(classes)})
+        best_row = frame.loc[frame["val_loss"].idxmin()]
+        summary["val_accuracy"] = float(best_row.get("val_accuracy", np.nan))
+        summary["classes"] = classes
+        write_json(METRICS_DIR / "train_emotion.json", summary)
+        tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    return summary

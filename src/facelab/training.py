@@ -1,0 +1,202 @@
+"""Training: tf.data input pipelines, losses, precision and device set-up, and the fit loop.
+
+``fit`` trains a compiled model, keeps the best weights by validation loss, shows progress
+with an ETA, and can resume an interrupted run from its last epoch (Keras BackupAndRestore
+in a checkpoint folder named after the run's parameters). It reports each epoch to the
+callbacks it is given (tracking adds its own) and knows nothing of MLflow or DVC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+# --- device and precision -------------------------------------------------------------------
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bfloat16 matrix instructions (AVX512_BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> mixed_float16 on a GPU, mixed_bfloat16 on a bf16-capable CPU, else float32."""
+    if precision != "auto":
+        return precision
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+
+
+def set_precision(precision: str) -> str:
+    policy = resolve_precision(precision)
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirrored when TF_CONFIG names a cluster, Mirrored over several GPUs, else default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="facelab")
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the coordinates that exist (NaN in y_true = missing)."""
+    y_true = keras.ops.cast(y_true, y_pred.dtype)
+    present = keras.ops.logical_not(keras.ops.isnan(y_true))
+    diff = keras.ops.where(present, y_true - y_pred, keras.ops.zeros_like(y_pred))
+    count = keras.ops.maximum(keras.ops.sum(keras.ops.cast(present, y_pred.dtype), axis=-1), 1.0)
+    return keras.ops.sum(keras.ops.square(diff), axis=-1) / count
+
+
+# --- input pipelines ------------------------------------------------------------------------
+
+def _as_float_images(images):
+    return tf.expand_dims(tf.cast(images, tf.float32), -1)
+
+
+def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, shuffle: bool,
+                 seed: int, augmenter: Callable | None = None,
+                 sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    """uint8 (N, H, W) images + targets -> batches of float32 (B, H, W, 1) 0-255 pixels.
+
+    Images stay uint8 in memory until the batch is made; augmentation runs on whole batches.
+    """
+    tensors = (images, targets) if sample_weights is None else (images, targets, sample_weights)
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle:
+        ds = ds.shuffle(min(len(images), 20000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+
+    def to_model_input(x, *rest):
+        x = _as_float_images(x)
+        if augmenter is not None:
+            x = augmenter(x, training=True)
+        return (x, *rest)
+
+    return ds.map(to_model_input, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+# --- optimiser ------------------------------------------------------------------------------
+
+def make_optimizer(lr: float, schedule: str, weight_decay: float, steps: int) -> keras.optimizers.Optimizer:
+    rate = lr
+    if schedule == "cosine":
+        warmup = max(1, steps // 20)
+        rate = keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=max(1, steps - warmup),
+                                                      warmup_target=lr, warmup_steps=warmup, alpha=0.01)
+    if weight_decay:
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
+    return keras.optimizers.Adam(rate)
+
+
+# --- the fit loop ---------------------------------------------------------------------------
+
+class ProgressWithEta(keras.callbacks.Callback):
+    """One line per epoch: epoch i/n, the logs, images/s and the time left."""
+
+    def __init__(self, epochs: int, images_per_epoch: int, label: str):
+        super().__init__()
+        self.epochs, self.images, self.label = epochs, images_per_epoch, label
+        self.started = self.epoch_started = 0.0
+        self.first_epoch: int | None = None
+        self.images_per_second: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.images_per_second.append(self.images / max(now - self.epoch_started, 1e-9))
+        done = epoch + 1 - (self.first_epoch or 0)
+        eta = (now - self.started) / done * (self.epochs - epoch - 1)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items() if k != "learning_rate")
+        print(f"[{self.label}] epoch {epoch + 1}/{self.epochs} {shown} "
+              f"{self.images_per_second[-1]:.0f} img/s, ETA {eta / 60:.1f} min", flush=True)
+
+
+class _BestLossRecorder(keras.callbacks.Callback):
+    """Keeps the best val_loss in best.json so a resumed run does not overwrite a better model."""
+
+    def __init__(self, path: Path, best: float):
+        super().__init__()
+        self.path, self.best = path, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and loss < self.best:
+            self.best = float(loss)
+            self.path.write_text(json.dumps({"val_loss": self.best, "epoch": epoch + 1}))
+
+
+def run_folder(stage: str, settings: dict) -> Path:
+    """A checkpoint folder unique to the stage and the exact settings of the run."""
+    from facelab.config import CHECKPOINTS_DIR, workspace_root
+
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return workspace_root() / CHECKPOINTS_DIR / f"{stage}-{digest}"
+
+
+def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, *, epochs: int,
+        images_per_epoch: int, folder: Path, resume: bool, label: str,
+        early_stopping_patience: int = 0,
+        callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[keras.Model, dict, ProgressWithEta]:
+    """Train ``model`` and return (best model by val_loss, history of every epoch, progress).
+
+    ``folder`` holds the resumable state: ``backup/`` (last epoch), ``best.keras`` and
+    ``history.csv`` (all epochs, across resumes).
+    With ``resume`` false any earlier state there is discarded first.
+    """
+    if not resume and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    best_path, best_json = folder / "best.keras", folder / "best.json"
+    best_so_far = json.loads(best_json.read_text())["val_loss"] if best_json.exists() else float("inf")
+    progress = ProgressWithEta(epochs, images_per_epoch, label)
+    all_callbacks = [
+        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True,
+                                        initial_value_threshold=best_so_far if best_so_far < float("inf") else None),
+        _BestLossRecorder(best_json, best_so_far),
+        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+        progress,
+        *callbacks,
+    ]
+    if early_stopping_patience:
+        all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=all_callbacks)
+    best = keras.saving.load_model(best_path, compile=False) if best_path.exists() else model
+    history = pd.read_csv(folder / "history.csv").drop_duplicates("epoch", keep="last")
+    return best, {col: history[col].tolist() for col in history.columns}, progress
+
+
+def finish_run(folder: Path) -> None:
+    """Forget a finished run's resumable state."""
+    shutil.rmtree(folder, ignore_errors=True)

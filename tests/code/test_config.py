@@ -1,0 +1,77 @@
+"""params.yaml is validated before any work: wrong types and ranges give one clear line."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facelab.config import flatten, load_params, validate_params, workspace_root
+from facelab.errors import FacelabError
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_the_committed_params_are_valid():
+    validate_params(copy.deepcopy(DEFAULT))
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("train_keypoints.lr", "fast", "train_keypoints.lr"),
+    ("train_keypoints.epochs", 0, "train_keypoints.epochs"),
+    ("train_emotion.dropout", 1.5, "train_emotion.dropout"),
+    ("data.emotion.classes", ["anger", "boredom"], "boredom"),
+    ("data.keypoints.missing", "guess", "data.keypoints.missing"),
+    ("train_keypoints.resume", "yes", "train_keypoints.resume"),
+])
+def test_bad_parameters_are_named(dotted, value, expected):
+    params = copy.deepcopy(DEFAULT)
+    node = params
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    with pytest.raises(FacelabError) as err:
+        validate_params(params, "params.yaml")
+    message = str(err.value)
+    assert expected in message and "\n" not in message and message.startswith("params.yaml")
+
+
+def test_unknown_and_missing_parameters(tmp_path):
+    params = copy.deepcopy(DEFAULT)
+    params["train_keypoints"]["learning_rate"] = 0.1
+    with pytest.raises(FacelabError, match="unknown parameter train_keypoints.learning_rate"):
+        validate_params(params)
+    del params["train_keypoints"]["learning_rate"], params["seed"]
+    with pytest.raises(FacelabError, match="missing parameter seed"):
+        validate_params(params)
+
+
+def test_file_source_needs_a_path():
+    params = copy.deepcopy(DEFAULT)
+    params["data"]["keypoints"]["source"] = "file"
+    with pytest.raises(FacelabError, match="data.keypoints.path"):
+        validate_params(params)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\ndata: [\n")
+    with pytest.raises(FacelabError, match="params.yaml: line"):
+        load_params(bad)
+
+
+def test_flatten_gives_dotted_names():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_queued_experiment_copies_resolve_to_the_user_workspace(tmp_path, monkeypatch):
+    copy_root = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy_root.mkdir(parents=True)
+    (copy_root / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(copy_root)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert workspace_root() == tmp_path / "repo"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))
+    assert workspace_root() == (tmp_path / "elsewhere").resolve()
