@@ -22,10 +22,13 @@ def _debug() -> bool:
 
 
 def guarded(fn: Callable[[], object]) -> int:
-    """Run ``fn``; turn FacelabError into one line on stderr and an exit status."""
+    """Run ``fn``; turn FacelabError into one line on stderr and an exit status.
+
+    ``fn`` may return an int: the exit status (e.g. metrics-gate's 1 for a regression); else 0.
+    """
     try:
-        fn()
-        return 0
+        status = fn()
+        return status if type(status) is int else 0
     except FacelabError as exc:
         if _debug():
             raise
@@ -80,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("profile")
     q.add_argument("--params", default="params.yaml")
     q.set_defaults(handler=_cmd_params_apply)
+    p = sub.add_parser("metrics-gate", help="compare metrics and params with a baseline revision (CI); "
+                                            "exit 1 when a gated metric regressed past params.yaml gate:")
+    p.add_argument("--baseline", metavar="REV", help="git revision to compare with (default: gate.baseline)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", metavar="FILE", help="also write the Markdown report to FILE")
+    p.add_argument("--strict", action="store_true", help="exit 2 when the baseline has no metrics")
+    p.set_defaults(handler=lambda a: __import__("facelab.gate").gate.run(a.baseline, a.params, a.out, a.strict))
     return parser
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from facelab.atomic import atomic_path
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -142,18 +144,27 @@ class ProgressWithEta(keras.callbacks.Callback):
               f"{self.images_per_second[-1]:.0f} img/s, ETA {eta / 60:.1f} min", flush=True)
 
 
-class _BestLossRecorder(keras.callbacks.Callback):
-    """Keeps the best val_loss in best.json so a resumed run does not overwrite a better model."""
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever val_loss improves, atomically (temporary file, then rename).
 
-    def __init__(self, path: Path, best: float):
+    The best val_loss so far is kept in ``best.json`` beside the model, so a resumed run only
+    replaces the model with a better one.
+    """
+
+    def __init__(self, model_path: Path, record_path: Path):
         super().__init__()
-        self.path, self.best = path, best
+        self.model_path, self.record_path = model_path, record_path
+        self.best = json.loads(record_path.read_text())["val_loss"] if record_path.exists() else float("inf")
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("val_loss")
-        if loss is not None and loss < self.best:
-            self.best = float(loss)
-            self.path.write_text(json.dumps({"val_loss": self.best, "epoch": epoch + 1}))
+        if loss is None or not np.isfinite(loss) or loss >= self.best:
+            return
+        self.best = float(loss)
+        with atomic_path(self.model_path, suffix=".keras") as tmp:
+            self.model.save(tmp)
+        with atomic_path(self.record_path, suffix=".json") as tmp:
+            tmp.write_text(json.dumps({"val_loss": self.best, "epoch": epoch + 1}))
 
 
 def run_folder(stage: str, settings: dict) -> Path:
@@ -177,21 +188,19 @@ def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, 
     if not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    best_path, best_json = folder / "best.keras", folder / "best.json"
-    best_so_far = json.loads(best_json.read_text())["val_loss"] if best_json.exists() else float("inf")
+    best_path = folder / "best.keras"
     progress = ProgressWithEta(epochs, images_per_epoch, label)
     all_callbacks = [
         keras.callbacks.BackupAndRestore(str(folder / "backup")),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True,
-                                        initial_value_threshold=best_so_far if best_so_far < float("inf") else None),
-        _BestLossRecorder(best_json, best_so_far),
+        BestModelCheckpoint(best_path, folder / "best.json"),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
         progress,
         *callbacks,
     ]
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, callbacks=all_callbacks)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False,
+              callbacks=all_callbacks)
     best = keras.saving.load_model(best_path, compile=False) if best_path.exists() else model
     history = pd.read_csv(folder / "history.csv").drop_duplicates("epoch", keep="last")
     return best, {col: history[col].tolist() for col in history.columns}, progress
