@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("profile")
     q.add_argument("--params", default="params.yaml")
     q.set_defaults(handler=_cmd_params_apply)
+    q = params_sub.add_parser("sets", help="print a profile as `dvc exp run -S` arguments")
+    q.add_argument("profile")
+    q.set_defaults(handler=_cmd_params_sets)
     p = sub.add_parser("metrics-gate", help="compare metrics and params with a baseline revision (CI); "
                                             "exit 1 when a gated metric regressed past params.yaml gate:")
     p.add_argument("--baseline", metavar="REV", help="git revision to compare with (default: gate.baseline)")
@@ -90,7 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="also write the Markdown report to FILE")
     p.add_argument("--strict", action="store_true", help="exit 2 when the baseline has no metrics")
     p.set_defaults(handler=lambda a: __import__("facelab.gate").gate.run(a.baseline, a.params, a.out, a.strict))
+    p = sub.add_parser("predict", help="keypoints and emotion of every face in photos (annotated copies + JSON)")
+    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("--out", default="predictions", metavar="DIR", help="output folder (default: predictions)")
+    p.add_argument("--json", action="store_true", help="print all records as JSON on stdout")
+    p.add_argument("--keypoints-model", metavar="URI", help="MLflow model URI or .keras file (default: champion)")
+    p.add_argument("--emotion-model", metavar="URI", help="MLflow model URI or .keras file (default: champion)")
+    p.add_argument("--classes", help="the emotion model's classes, a,b,c (default: params' data.emotion.classes)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(handler=_cmd_predict)
     return parser
+
+
+def _cmd_predict(args) -> int:
+    import json
+
+    from facelab.config import load_params
+    from facelab.predict import analyse_photos, load_analyzer, output_paths
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    analyzer = load_analyzer(load_params(args.params), args.keypoints_model, args.emotion_model, classes)
+    records = analyse_photos(args.photos, analyzer, args.out)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        for record, (annotated, _) in zip(records, output_paths(args.photos, args.out)):
+            if "error" not in record:
+                faces = ", ".join(f"{f['emotion']} {f['probability']:.2f}" for f in record["faces"])
+                print(f"{record['photo']}: {len(record['faces'])} face(s){': ' + faces if faces else ''} -> {annotated}")
+    return EXIT_ERROR if any("error" in r for r in records) else 0
 
 
 def _cmd_params_apply(args) -> None:
@@ -98,6 +129,14 @@ def _cmd_params_apply(args) -> None:
 
     apply_profile(args.profile, args.params)
     print(f"{args.params}: applied {args.profile}")
+
+
+def _cmd_params_sets(args) -> None:
+    import shlex
+
+    from facelab.profiles import set_arguments
+
+    print(" ".join(shlex.quote(a) for a in set_arguments(args.profile)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,3 +46,28 @@ def _plain(node):
     if isinstance(node, list):
         return [_plain(v) for v in node]
     return node
+
+
+def set_arguments(profile: str | Path) -> list[str]:
+    """The profile as ``dvc exp run`` arguments: ['-S', 'train_keypoints.lr=0.001', ...]."""
+    import json
+
+    yaml = YAML(typ="safe")
+    profile = Path(profile)
+    try:
+        overrides = yaml.load(profile.read_text()) or {}
+    except FileNotFoundError:
+        raise FacelabError(f"{profile}: profile not found") from None
+    args: list[str] = []
+    for name, value in _flat(overrides).items():
+        text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
+        args += ["-S", f"{name}={text}"]
+    return args
+
+
+def _flat(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
+    return out

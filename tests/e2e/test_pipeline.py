@@ -59,7 +59,7 @@ def test_mlflow_has_every_stage_run_and_both_champions(project):
     for name in ("facelab-keypoints", "facelab-emotion"):
         champion = client.get_model_version_by_alias(name, "champion")
         candidate = client.get_model_version_by_alias(name, "candidate")
-        assert champion.version == candidate.version == "1"
+        assert str(champion.version) == str(candidate.version) == "1"
         assert champion.tags["champion_decision"].startswith("promoted")
     assert path.joinpath("mlartifacts").is_dir()  # artifacts beside the store, by absolute path
 

@@ -1,0 +1,162 @@
+"""End to end: the combined face analyser, registered from two champion models, served by the real
+`mlflow models serve`, answers what `facelab predict` answers for the same photo.
+
+Request (what a client sends; ``name`` is optional and is echoed as ``photo``)::
+
+    POST /invocations  Content-Type: application/json
+    {"dataframe_split": {"columns": ["image"], "data": [["<base64 of the JPEG/PNG file>"]]}}
+    or {"dataframe_records": [{"image": "<base64>", "name": "group.jpg"}]}
+
+Answer: ``{"predictions": [{"photo", "width", "height", "faces": [{"box", "keypoints", "emotion",
+"probability", "probabilities"}]}]}``, one record per row.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+YTF_VAL = SHARED_DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
+CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
+KEYPOINTS, EMOTION, ANALYZER = "facelab-keypoints", "facelab-emotion", "facelab-face-analyzer"
+PING_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _photo(path: Path) -> Path:
+    """A JPEG "photo": two real YTF faces, upscaled, on a blurred noise background."""
+    if not YTF_VAL.exists():
+        pytest.skip(f"real data not found at {YTF_VAL}")
+    frame = pd.read_csv(YTF_VAL, nrows=2)
+    faces = [np.array(s.split(), np.uint8).reshape(96, 96) for s in frame["Image"]]
+    rng = np.random.default_rng(0)
+    photo = cv2.GaussianBlur(rng.integers(60, 200, (480, 720)).astype(np.uint8), (0, 0), 8)
+    for face, (x, y, size) in zip(faces, ((40, 60, 260), (400, 150, 200))):
+        photo[y:y + size, x:x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A SQLite MLflow store in tmp_path with tiny champion models and the analyser built from them."""
+    from facelab import analyzer_model, tracking
+    from facelab.model import build_emotion_model, build_keypoint_model
+
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with tracking.stage_run("train", {}, "facelab-serve-test"):
+        keypoints = tracking.log_and_register_keras(build_keypoint_model(width=8), KEYPOINTS,
+                                                    np.zeros((1, 96, 96, 1), np.float32))
+        emotion = tracking.log_and_register_keras(build_emotion_model(len(CLASSES), width=8), EMOTION,
+                                                  np.zeros((1, 48, 48, 1), np.float32),
+                                                  tags={"classes": ",".join(CLASSES)})
+        tracking.promote_if_no_worse(KEYPOINTS, keypoints["version"], "keypoints.rmse_px", 3.0, False)
+        tracking.promote_if_no_worse(EMOTION, emotion["version"], "emotion.f1_weighted", 0.5, True)
+    with tracking.stage_run("combine", {}, "facelab-serve-test"):
+        info = analyzer_model.log_and_register_analyzer(KEYPOINTS, EMOTION, ANALYZER)
+    assert (info["version"], info["keypoints_version"], info["emotion_version"]) == (1, 1, 1)
+    from mlflow import MlflowClient
+
+    aliases = MlflowClient().get_registered_model(ANALYZER).aliases
+    assert {k: str(v) for k, v in aliases.items()} == {"candidate": "1", "champion": "1"}
+    return uri
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())
+
+
+def _wait_for_ping(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + PING_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the model server exited with {server.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1)
+    pytest.fail(f"no answer on {url} within {PING_TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stop the server and whatever it started (its own process group): TERM, then KILL after 30 s."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+
+def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
+    from facelab import predict
+    from facelab.combine import FaceAnalyzer
+
+    photo = _photo(tmp_path / "two-faces.jpg")
+    port = _free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=registry, TF_CPP_MIN_LOG_LEVEL="2",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{ANALYZER}@champion",
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_ping(f"http://127.0.0.1:{port}/ping", server, log)
+        image = base64.b64encode(photo.read_bytes()).decode("ascii")
+        not_an_image = base64.b64encode(b"just some text").decode("ascii")
+        answer = _post(f"http://127.0.0.1:{port}/invocations",
+                       {"dataframe_split": {"columns": ["image"], "data": [[image], [not_an_image]]}})
+        named = _post(f"http://127.0.0.1:{port}/invocations",
+                      {"dataframe_records": [{"image": image, "name": "two-faces.jpg"}]})
+    finally:
+        _stop(server)
+
+    served, bad = answer["predictions"]
+    assert bad == {"photo": "image 1", "error": "image 1: not an image file (no known image format)"}
+    assert named["predictions"][0]["photo"] == "two-faces.jpg"
+    assert named["predictions"][0]["faces"] == served["faces"]
+
+    analyzer = FaceAnalyzer.from_registry(KEYPOINTS, EMOTION)
+    [local] = predict.analyse_photos([photo], analyzer, tmp_path / "out")
+    assert (served["width"], served["height"]) == (local["width"], local["height"]) == (720, 480)
+    assert len(served["faces"]) == len(local["faces"]) == 2
+    for remote, here in zip(served["faces"], local["faces"]):
+        assert remote["box"] == here["box"]
+        assert remote["emotion"] == here["emotion"]
+        assert list(remote["probabilities"]) == CLASSES
+        assert np.allclose(list(remote["probabilities"].values()), list(here["probabilities"].values()), atol=1e-4)
+        assert list(remote["keypoints"]) == list(here["keypoints"])
+        assert np.allclose(list(remote["keypoints"].values()), list(here["keypoints"].values()), atol=0.02)
