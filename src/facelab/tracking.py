@@ -40,6 +40,7 @@ def default_tracking_uri() -> str:
 
 
 def tracking_uri() -> str:
+    # Note: mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI in this process.
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
@@ -72,7 +73,7 @@ def connect(experiment: str) -> str:
         if found is not None:
             return found.experiment_id
         location = None
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
+        if uri == default_tracking_uri():  # our own SQLite store: artifacts beside it, by absolute path
             location = (workspace_root() / ARTIFACTS_DIR).as_uri()
         try:
             return client.create_experiment(experiment, artifact_location=location)
