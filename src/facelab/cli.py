@@ -119,8 +119,8 @@ def _cmd_predict(args) -> int:
     else:
         for record, (annotated, _) in zip(records, output_paths(args.photos, args.out)):
             if "error" not in record:
-                faces = ", ".join(f"{f['emotion']} {f['probability']:.2f}" for f in record["faces"])
-                print(f"{record['photo']}: {len(record['faces'])} face(s){': ' + faces if faces else ''} -> {annotated}")
+                faces = "".join(f", {f['emotion']} {f['probability']:.2f}" for f in record["faces"])
+                print(f"{record['photo']}: {len(record['faces'])} face(s){faces} -> {annotated}")
     return EXIT_ERROR if any("error" in r for r in records) else 0
 
 

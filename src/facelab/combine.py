@@ -69,4 +69,6 @@ def run(params: dict) -> list[dict]:
         write_json(reports / "predictions.json", {"champion_versions": champions, "faces": records})
         tracking.log_params({"champion_version": champions})
         tracking.log_artifacts(reports / "faces.png", reports / "predictions.json", folder="combine")
+        from facelab.analyzer_model import log_and_register_analyzer  # both champions as one served model
+        log_and_register_analyzer(names["keypoints_model"], names["emotion_model"], names["analyzer_model"])
     return records

@@ -1,0 +1,162 @@
+"""The served face analyser: both champion models in one MLflow ``pyfunc`` model.
+
+The ``combine`` stage logs it and registers it as ``tracking.analyzer_model`` (default
+``facelab-face-analyzer``) with the aliases ``candidate`` and ``champion``: it is built from the
+two champions, so it is the champion by construction. It holds copies of the two Keras model
+versions that held ``champion`` and the emotion class list, and its code is the facelab package
+itself (``code_paths``), so a server needs nothing but the environment::
+
+    MLFLOW_TRACKING_URI=sqlite:///$PWD/mlflow.db \\
+        mlflow models serve -m models:/facelab-face-analyzer@champion --env-manager local --port 5001
+
+Request: a DataFrame with a column ``image`` of base64-encoded image files (JPEG, PNG, ...), one
+row per photo, and optionally ``name`` (echoed as ``photo``)::
+
+    curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
+        -d "{\\"dataframe_split\\": {\\"columns\\": [\\"image\\"], \\"data\\": [[\\"$(base64 -w0 photo.jpg)\\"]]}}"
+
+Answer: ``{"predictions": [record, ...]}``, one record per row, exactly as ``facelab predict``
+writes them (``facelab.predict``: box, keypoints in photo pixels, emotion, probabilities); a row
+that is not a readable image gets ``{"photo", "error"}``.
+
+This module and ``facelab.tracking`` are the only ones that import MLflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import shutil
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+import facelab
+from facelab import tracking
+from facelab.errors import FacelabError
+
+IMAGE_COLUMN, NAME_COLUMN = "image", "name"
+ARTIFACT_NAME = "analyzer"
+REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "numpy", "pandas", "opencv-python-headless", "pillow")
+
+
+class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: a DataFrame of base64 image files in, one ``facelab predict`` record per row out."""
+
+    def load_context(self, context) -> None:
+        from facelab.combine import FaceAnalyzer
+
+        config = context.model_config or {}
+        self.batch_faces = int(config.get("batch_faces", 64))
+        self.analyzer = FaceAnalyzer(tracking.load_keras(context.artifacts["keypoints_model"]),
+                                     tracking.load_keras(context.artifacts["emotion_model"]),
+                                     list(config["classes"]))
+
+    def predict(self, context, model_input, params=None) -> list[dict]:
+        from facelab.predict import analyse_encoded
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if IMAGE_COLUMN not in frame.columns:
+            raise FacelabError(f"the input needs a column {IMAGE_COLUMN!r} of base64-encoded image files "
+                               f"(got columns {list(frame.columns)})")
+        names = ([str(n) for n in frame[NAME_COLUMN]] if NAME_COLUMN in frame.columns
+                 else [f"image {i}" for i in range(len(frame))])
+        return analyse_encoded([_image_bytes(v) for v in frame[IMAGE_COLUMN]], self.analyzer, names,
+                               self.batch_faces)
+
+
+def _image_bytes(value) -> bytes:
+    """A cell of the ``image`` column as file bytes: base64 text (or raw bytes, from Python callers)."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if not isinstance(value, str):
+        return b""  # reported as an empty file
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return b"\x00not base64"  # reported as "not an image file"
+
+
+def encode_image(path: str | Path) -> str:
+    """An image file as the base64 text the served model takes."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _example_image() -> str:
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.full((32, 32), 128, np.uint8))
+    return base64.b64encode(png.tobytes()).decode("ascii")
+
+
+def _package_copy(folder: Path) -> str:
+    """A copy of the facelab package's source (no caches) for ``code_paths``: what a model server imports."""
+    target = folder / "facelab"
+    shutil.copytree(Path(facelab.__file__).resolve().parent, target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return str(target)
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for package in REQUIREMENTS:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def log_and_register_analyzer(keypoints_name: str, emotion_name: str, analyzer_name: str,
+                              alias: str = tracking.CHAMPION) -> dict:
+    """Log the analyser built from the ``alias`` versions of both models in the active run, register it.
+
+    The new version gets ``candidate`` and ``alias`` (built from the champions, it is the champion)
+    and tags naming the versions it holds.
+    Returns name, version, run_id, model_uri, keypoints_version, emotion_version.
+    """
+    client = MlflowClient()
+    versions = {}
+    for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
+        try:
+            versions[task] = tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias")
+        except Exception as exc:  # MLflow's not-found error: say which model has no such version
+            raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
+    classes = versions["emotion"].tags.get("classes")
+    if not classes:
+        raise FacelabError(f"models:/{emotion_name}/{versions['emotion'].version}: no 'classes' tag")
+    with tempfile.TemporaryDirectory(prefix="facelab-analyzer-") as tmp:
+        artifacts = {}
+        for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
+            uri = f"models:/{name}/{versions[task].version}"  # the version, not the alias: it cannot move meanwhile
+            artifacts[f"{task}_model"] = tracking.retry(
+                lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(tmp) / task)),
+                "download model")
+        example = pd.DataFrame({IMAGE_COLUMN: [_example_image()]})
+        info = mlflow.pyfunc.log_model(
+            name=ARTIFACT_NAME, python_model=FaceAnalyzerModel(), artifacts=artifacts,
+            code_paths=[_package_copy(Path(tmp) / "code")],
+            signature=ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN),
+                                                    ColSpec("string", NAME_COLUMN, required=False)])),
+            input_example=example, model_config={"classes": classes.split(","), "batch_faces": 64},
+            pip_requirements=_requirements(),
+            metadata={"keypoints_model": f"{keypoints_name}/{versions['keypoints'].version}",
+                      "emotion_model": f"{emotion_name}/{versions['emotion'].version}"})
+    registered = tracking.retry(lambda: mlflow.register_model(info.model_uri, analyzer_name), "register model")
+    number = int(registered.version)
+    tracking.tag_version(analyzer_name, number, {
+        "keypoints_version": versions["keypoints"].version, "emotion_version": versions["emotion"].version,
+        "classes": classes})
+    for name in dict.fromkeys((tracking.CANDIDATE, alias)):  # from the champions: the champion
+        tracking.retry(lambda: client.set_registered_model_alias(analyzer_name, name, str(number)), f"alias {name}")
+    run = mlflow.active_run()
+    return {"name": analyzer_name, "version": number, "run_id": run.info.run_id if run else None,
+            "model_uri": info.model_uri, "keypoints_version": int(versions["keypoints"].version),
+            "emotion_version": int(versions["emotion"].version)}
