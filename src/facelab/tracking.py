@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -61,6 +62,23 @@ def retry(fn: Callable[[], T], what: str = "MLflow call") -> T:
     raise AssertionError("unreachable")
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, one process at a time: MLflow creates and migrates a new database on
+    first use, and two processes doing so at once fail ("duplicate column name")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):].split("?")[0] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def connect(experiment: str) -> str:
     """Point MLflow at the store and make sure ``experiment`` exists; returns its id."""
     uri = tracking_uri()
@@ -83,7 +101,8 @@ def connect(experiment: str) -> str:
                 raise
             return found.experiment_id
 
-    experiment_id = retry(ensure, "create experiment")
+    with _store_lock(uri):
+        experiment_id = retry(ensure, "create experiment")
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
