@@ -82,26 +82,27 @@ def _store_lock(uri: str) -> Iterator[None]:
 def connect(experiment: str) -> str:
     """Point MLflow at the store and make sure ``experiment`` exists; returns its id."""
     uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient()
-
-    def ensure() -> str:
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        if uri == default_tracking_uri():  # our own SQLite store: artifacts beside it, by absolute path
-            location = (workspace_root() / ARTIFACTS_DIR).as_uri()
-        try:
-            return client.create_experiment(experiment, artifact_location=location)
-        except MlflowException:
-            found = client.get_experiment_by_name(experiment)  # created by a concurrent run
-            if found is None:
-                raise
-            return found.experiment_id
-
+    # The whole set-up under the lock: MlflowClient() already creates and migrates a new store.
     with _store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        client = MlflowClient()
+
+        def ensure() -> str:
+            found = client.get_experiment_by_name(experiment)
+            if found is not None:
+                return found.experiment_id
+            location = None
+            if uri == default_tracking_uri():  # our own SQLite store: artifacts beside it, by absolute path
+                location = (workspace_root() / ARTIFACTS_DIR).as_uri()
+            try:
+                return client.create_experiment(experiment, artifact_location=location)
+            except MlflowException:
+                found = client.get_experiment_by_name(experiment)  # created by a concurrent run
+                if found is None:
+                    raise
+                return found.experiment_id
+
         experiment_id = retry(ensure, "create experiment")
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
