@@ -1,0 +1,341 @@
+"""Training throughput: facelab's training path against the plain Keras recipe, same model, same machine.
+
+Run from the repository root:
+
+    python benchmarks/bench_training.py [--rounds 5] [--tasks keypoints emotion [emotion96]]
+
+For each task it builds the model the pipeline trains (``build_keypoint_model(96, width=64)`` and
+``build_emotion_model(5, 48, 48, width=64)``, with the stems of params.yaml as train.py passes them;
+params.yaml says ``imagenet`` for both, where build_emotion_model's own default, ``small``, is 16x the work) twice
+(task ``emotion96``, not run by default: the emotion model with ``image_size=96``, as the real-data
+profiles train it: 48x48 faces resized to 96x96 inside the model):
+
+* plain: the classic notebook recipe. float32 everywhere; ``model.fit`` on in-memory float32 numpy
+  arrays (converted from uint8 in numpy before training); Adam, plain MSE / categorical
+  cross-entropy. Augmentation the classic way: for keypoints the augmented copies are precomputed in
+  numpy (the same images per epoch as facelab's ``augment`` stage writes); for emotion a
+  ``keras.utils.PyDataset`` (default settings: one worker, the main thread) flips and shifts every
+  batch in numpy (Keras 3 has no ImageDataGenerator).
+* facelab: what ``facelab.train`` does: ``training.set_precision("auto")`` (mixed_bfloat16 on a CPU
+  with AVX512_BF16/AMX, mixed_float16 on a GPU, else float32), ``training.make_dataset`` over uint8
+  arrays (emotion: with ``augment.emotion_augmenter`` from params.yaml and per-sample class weights),
+  AdamW with the cosine schedule, ``training.masked_mse`` / categorical cross-entropy.
+
+Both are warmed up with one short ``fit`` (tracing and compiling), then timed alternately
+(plain, facelab, plain, facelab, ...; up to ``--rounds`` pairs, at least MIN_ROUNDS, no new round
+once a task's timed rounds have taken TASK_BUDGET_S) on STEPS[task] steps each after
+``SKIP_STEPS`` untimed steps (the iterator and prefetch start-up); the median img/s of each is
+reported, with the ratio of the medians and the median of the per-round ratios. The machine may be
+shared: the load average is printed with every table.
+
+It also reports each model's forward FLOPs per image, counted analytically from the Keras layers
+(convolution: out_H * out_W * C_out * k * k * C_in * 2; dense: in * out * 2; batch norm, ReLU,
+pooling and adds are left out, < 1 %), the training FLOP/s achieved (3 x forward x img/s) and the
+machine's measured matmul peak (``tf.linalg.matmul`` of MATMUL_SIZE^2 matrices, float32 and
+bfloat16, median of MATMUL_REPEATS), and achieved/peak in the dtype each variant computes in.
+Prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+ROUNDS = 5              # plain/facelab pairs timed per task, at most ...
+MIN_ROUNDS = 3          # ... and at least: rounds stop after MIN_ROUNDS once a task's timed
+TASK_BUDGET_S = 90      # rounds have taken TASK_BUDGET_S (a busy machine: keeps the run near 5 min)
+STEPS = {"keypoints": 10, "emotion": 30, "emotion96": 10}   # timed steps per measurement (~5-10 s each)
+DEFAULT_TASKS = ["keypoints", "emotion"]
+SKIP_STEPS = 2          # untimed steps at the start of each measurement (iterator/prefetch start-up)
+WARMUP_STEPS = 3        # first fit of each variant: tracing + compiling
+# Synthetic faces: at least enough for one measurement without repeating (keypoints: before the
+# augmented copies of params.yaml's augment.keypoints.copies are added).
+KEYPOINT_FACES = 256
+EMOTION_FACES = 512
+EMOTION_CLASSES = 5
+WIDTH = 64
+SEED = 42
+MATMUL_SIZE = 2048
+MATMUL_REPEATS = 7
+SHIFT = 0.1             # plain emotion recipe: random shift up to 10 % of the side, and random flips
+
+
+def load_avg() -> str:
+    return "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())
+
+
+# --- FLOPs and the matmul peak ----------------------------------------------------------------
+
+def forward_flops(model) -> int:
+    """Multiply-adds x 2 of every Conv2D and Dense layer of ``model`` for one image."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k_h, k_w = layer.kernel_size
+            c_in = layer.input.shape[-1] // layer.groups
+            total += 2 * h * w * c_out * k_h * k_w * c_in
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def matmul_peak(dtype: str) -> float:
+    """FLOP/s of a MATMUL_SIZE^2 x MATMUL_SIZE^2 matmul (median of MATMUL_REPEATS after a warm-up)."""
+    import tensorflow as tf
+
+    n = MATMUL_SIZE
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    b = tf.random.normal((n, n), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(b, dtype)
+    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.linalg.matmul(x, y)[:1, :1], tf.float32)))
+    matmul(a, b).numpy()
+    times = []
+    for _ in range(MATMUL_REPEATS):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times)
+
+
+# --- the plain recipe's emotion augmentation ------------------------------------------------------
+
+def _plain_emotion_dataset(images: np.ndarray, one_hot: np.ndarray, batch_size: int, seed: int):
+    import keras
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        """Shuffled batches of float32 images, each randomly flipped and shifted in numpy."""
+
+        def __init__(self):
+            super().__init__()
+            self.x = images.astype(np.float32)[..., None]
+            self.y = one_hot
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(self.x))
+
+        def __len__(self):
+            return len(self.x) // batch_size
+
+        def __getitem__(self, index):
+            take = self.order[index * batch_size:(index + 1) * batch_size]
+            x = self.x[take].copy()
+            flip = self.rng.random(len(x)) < 0.5
+            x[flip] = x[flip, :, ::-1]
+            size = x.shape[1]
+            limit = int(round(SHIFT * size))
+            padded = np.pad(x, ((0, 0), (limit, limit), (limit, limit), (0, 0)), mode="edge")
+            for i, (dy, dx) in enumerate(self.rng.integers(-limit, limit + 1, (len(x), 2))):
+                x[i] = padded[i, limit + dy:limit + dy + size, limit + dx:limit + dx + size]
+            return x, self.y[take]
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(self.x))
+
+    return AugmentedBatches()
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+def _timer():
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = self.end = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == SKIP_STEPS - 1:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.end = time.perf_counter()
+
+    return StepTimer()
+
+
+def images_per_second(model, fit_args: tuple, fit_kwargs: dict, batch_size: int, steps: int) -> float:
+    timer = _timer()
+    model.fit(*fit_args, epochs=1, steps_per_epoch=SKIP_STEPS + steps, verbose=0, callbacks=[timer], **fit_kwargs)
+    return steps * batch_size / (timer.end - timer.start)
+
+
+def side_by_side(variants: dict, batch_size: int, rounds: int, steps: int) -> dict[str, list[float]]:
+    """{name: (model, fit args, fit kwargs)} -> {name: [img/s per round]}, alternating the variants."""
+    for model, args, kwargs in variants.values():                  # trace + compile, untimed
+        model.fit(*args, epochs=1, steps_per_epoch=WARMUP_STEPS, verbose=0, **kwargs)
+    rates = {name: [] for name in variants}
+    started = time.perf_counter()
+    for round_ in range(rounds):
+        if round_ >= MIN_ROUNDS and time.perf_counter() - started > TASK_BUDGET_S:
+            break
+        for name, (model, args, kwargs) in variants.items():
+            rates[name].append(images_per_second(model, args, kwargs, batch_size, steps))
+            print(f"  {name}: {rates[name][-1]:.1f} img/s (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+    return rates
+
+
+# --- the two tasks --------------------------------------------------------------------------------
+
+def _faces_needed(minimum: int, batch: int, steps: int, per_face: int = 1) -> int:
+    return max(minimum, -(-(SKIP_STEPS + steps) * batch // per_face))
+
+
+def keypoint_variants(params: dict, steps: int):
+    import keras
+
+    from facelab import synthetic, training
+    from facelab.augment import expand_keypoint_training_set
+    from facelab.model import build_keypoint_model
+
+    cfg, aug = params["train_keypoints"], dict(params["augment"]["keypoints"])
+    copies = aug.pop("copies")
+    batch = cfg["batch_size"]
+    images, points = synthetic.make_keypoint_faces(_faces_needed(KEYPOINT_FACES, batch, steps, copies + 1), SEED)
+    images, points = expand_keypoint_training_set(images, points, copies, SEED, **aug)
+
+    keras.mixed_precision.set_global_policy("float32")
+    plain = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
+    plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x = images.astype(np.float32)[..., None]        # the classic float32 array in memory
+    plain_fit = ((x, points), {"batch_size": batch, "shuffle": True})
+
+    policy = training.set_precision("auto")
+    ours = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
+    ours.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
+                 loss=training.masked_mse)
+    ds = training.make_dataset(images, points, batch, shuffle=True, seed=SEED)
+    keras.mixed_precision.set_global_policy("float32")
+    return policy, len(images), {"plain": (plain, plain_fit[0], plain_fit[1]),
+                                 "facelab": (ours, (ds,), {"shuffle": False})}, batch
+
+
+def emotion_variants(params: dict, steps: int, image_size: int = 48):
+    import keras
+
+    from facelab import synthetic, training
+    from facelab.augment import emotion_augmenter
+    from facelab.model import build_emotion_model
+    from facelab.train import class_weights
+
+    cfg = params["train_emotion"]
+    batch = cfg["batch_size"]
+    images, labels = synthetic.make_emotion_faces(_faces_needed(EMOTION_FACES, batch, steps), SEED)
+    labels = labels % EMOTION_CLASSES           # 7 FER ids folded onto 5 classes: only the shapes matter here
+    one_hot = np.eye(EMOTION_CLASSES, dtype=np.float32)[labels]
+
+    keras.mixed_precision.set_global_policy("float32")
+    plain = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
+    plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    plain_ds = _plain_emotion_dataset(images, one_hot, batch, SEED)
+
+    policy = training.set_precision("auto")
+    ours = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
+    ours.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
+                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
+                 metrics=["accuracy"])
+    weights = class_weights(labels, EMOTION_CLASSES, cfg["class_weights"])
+    augmenter = emotion_augmenter(seed=SEED, **params["augment"]["emotion"])
+    ds = training.make_dataset(images, one_hot, batch, shuffle=True, seed=SEED, augmenter=augmenter,
+                               sample_weights=weights[labels])
+    keras.mixed_precision.set_global_policy("float32")
+    return policy, len(images), {"plain": (plain, (plain_ds,), {"shuffle": False}),
+                                         "facelab": (ours, (ds,), {"shuffle": False})}, batch
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--steps", type=int, help="timed steps per measurement, every task (default: STEPS)")
+    parser.add_argument("--tasks", nargs="+", choices=list(STEPS), default=DEFAULT_TASKS)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from facelab.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    keras.utils.set_random_seed(SEED)
+    started = time.perf_counter()
+    load_before = load_avg()
+    peaks = {}
+    for dtype in ("float32", "bfloat16", "float32", "bfloat16"):      # alternated, best of the two medians
+        peaks[dtype] = max(peaks.get(dtype, 0.0), matmul_peak(dtype))
+    print(f"matmul peak: float32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s",
+          file=sys.stderr)
+
+    rows = []
+    tasks = {"keypoints": keypoint_variants, "emotion": emotion_variants,
+             "emotion96": lambda p, s: emotion_variants(p, s, image_size=96)}
+    for task in args.tasks:
+        steps = args.steps or STEPS[task]
+        policy, n_images, variants, batch = tasks[task](params, steps)
+        flops = forward_flops(variants["facelab"][0])
+        assert flops == forward_flops(variants["plain"][0])
+        print(f"{task}: {n_images} images, batch {batch}, facelab policy {policy}", file=sys.stderr, flush=True)
+        load_start = os.getloadavg()[0]
+        rates = side_by_side(variants, batch, args.rounds, steps)
+        load_end = os.getloadavg()[0]
+        plain, ours = statistics.median(rates["plain"]), statistics.median(rates["facelab"])
+        pair_ratio = statistics.median(o / p for o, p in zip(rates["facelab"], rates["plain"]))
+        stem = params["train_keypoints" if task == "keypoints" else "train_emotion"]["stem"]
+        size = {"keypoints": "96", "emotion": "48", "emotion96": "48->96"}[task]
+        label = f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} x {steps} steps)"
+        rows.append((label, flops, plain, ours, pair_ratio, policy, load_start, load_end, rates))
+        del variants
+
+    bf16 = "bfloat16" in policy
+    print("### Training throughput: facelab vs the plain Keras recipe (same model)\n")
+    print(f"`python benchmarks/bench_training.py --rounds {args.rounds}"
+          f"{f' --steps {args.steps}' if args.steps else ''} --tasks {' '.join(args.tasks)}`: "
+          f"ResNet-18 width {WIDTH}, synthetic faces, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+          f"{MIN_ROUNDS}-{args.rounds} alternating plain/facelab rounds (fewer when a task's rounds pass "
+          f"{TASK_BUDGET_S} s), each of the steps shown (after {SKIP_STEPS} untimed), median img/s. "
+          "Augmentation on in both "
+          f"(keypoints: precomputed copies; emotion: plain = numpy flip+shift per batch in a PyDataset, "
+          f"facelab = Keras flip/rotation/translation/zoom/contrast layers in tf.data).\n")
+    print("| task (input px, stem, batch, rounds x timed steps) | plain float32 img/s | facelab img/s "
+          "| facelab / plain | median of per-round ratios | facelab precision | per-round img/s plain; facelab "
+          "| load avg (1 min) start -> end |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- |")
+    for task, flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
+        per_round = (", ".join(f"{r:.1f}" for r in rates["plain"]) + "; "
+                     + ", ".join(f"{r:.1f}" for r in rates["facelab"]))
+        print(f"| {task} | {plain:.1f} | {ours:.1f} | **{ours / plain:.2f}x** | {pair_ratio:.2f}x "
+              f"| {policy} | {per_round} | {l0:.2f} -> {l1:.2f} |")
+    print()
+    print(f"Matmul peak of this machine ({MATMUL_SIZE}x{MATMUL_SIZE}, median of {MATMUL_REPEATS}, measured under "
+          f"the same load): float32 **{peaks['float32'] / 1e9:.1f} GFLOP/s**, bfloat16 "
+          f"**{peaks['bfloat16'] / 1e9:.1f} GFLOP/s**.\n")
+    print("| task | forward GFLOP/image | training GFLOP/image (3x) | plain: achieved GFLOP/s (% of fp32 peak) "
+          "| facelab: achieved GFLOP/s (% of its dtype's peak) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for task, flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
+        task = task.split(" (")[0]
+        peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
+        a_plain, a_ours = 3 * flops * plain, 3 * flops * ours
+        print(f"| {task} | {flops / 1e9:.3f} | {3 * flops / 1e9:.3f} | {a_plain / 1e9:.1f} "
+              f"({100 * a_plain / peaks['float32']:.0f} %) | {a_ours / 1e9:.1f} ({100 * a_ours / peak_ours:.0f} %"
+              f"{' of bf16' if 'bfloat16' in policy else ''}) |")
+    print()
+    print(f"Load average (1/5/15 min) at start: {load_before}; at end: {load_avg()}; "
+          f"{os.cpu_count()} CPUs; total {time.perf_counter() - started:.0f} s."
+          + (" The CPU has AVX512_BF16, so `auto` picks mixed_bfloat16." if bf16 else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

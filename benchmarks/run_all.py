@@ -1,0 +1,160 @@
+"""Run facelab's benchmarks one after another and write their tables to benchmarks/RESULTS.md.
+
+    python benchmarks/run_all.py            # quick mode (what `make bench` runs), about 10 minutes
+    python benchmarks/run_all.py --full     # also the slow parts: the synthetic-default pipeline
+    python benchmarks/run_all.py --only training pipeline   # a subset (names below)
+
+Each benchmark is its own script, run in turn in a subprocess with this interpreter from the
+repository root (never two at once: they would slow each other). Their Markdown output (stdout) is
+collected under a header naming the date, the machine (CPU model, cores, memory), the load average
+and the Python / TensorFlow / Keras / DVC versions, written to benchmarks/RESULTS.md and printed.
+Their progress (stderr) is shown as they run. A benchmark that fails is reported with its exit
+status and the end of its stderr; the others still run.
+
+Quick mode leaves out the slow parts (the arguments below, BENCHMARKS): the synthetic-default pipeline
+(``bench_pipeline.py --default``, several minutes) and the emotion model at the real-data profiles'
+96x96 (``bench_training.py --tasks ... emotion96``); bench_pipeline's real-FER ``prepare`` (about 10 s)
+is in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "RESULTS.md"
+
+# name: script, arguments in quick mode, arguments with --full
+BENCHMARKS = {
+    "loading": ("bench_loading.py", [], []),
+    "inference": ("bench_inference.py", [], []),
+    "training": ("bench_training.py", [], ["--tasks", "keypoints", "emotion", "emotion96"]),
+    "pipeline": ("bench_pipeline.py", ["--real-fer"], ["--real-fer", "--default"]),
+}
+TENSORFLOW = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly")   # whichever is installed
+TIMEOUT_S = 3600
+STDERR_TAIL = 3000
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def version(*packages: str) -> str:
+    """The installed version of the first of ``packages`` that is installed."""
+    for package in packages:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def load_avg() -> str:
+    return "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())
+
+
+def header(mode: str) -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return "\n".join([
+        "# facelab benchmarks",
+        "",
+        f"Written by `python benchmarks/run_all.py{' --full' if mode == 'full' else ''}` ({mode} mode); "
+        "every number below is from that run.",
+        "",
+        f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- machine: {cpu_model()}, {cores} cores usable ({os.cpu_count()} online), {memory_gib()} memory, "
+        f"{platform.system()} {platform.release()}",
+        f"- load average (1/5/15 min) at start: {load_avg()} (other processes on this machine slow every figure; "
+        "each table gives the load while it was measured)",
+        f"- Python {platform.python_version()}, TensorFlow {version(*TENSORFLOW)}, Keras {version('keras')}, "
+        f"DVC {version('dvc')}, MLflow {version('mlflow')}, numpy {version('numpy')}",
+        "",
+    ])
+
+
+def run_one(name: str, script: str, args: list[str]) -> str:
+    cmd = [sys.executable, str(HERE / script), *args]
+    shown = " ".join(["python", f"benchmarks/{script}", *args])
+    if not (HERE / script).exists():
+        return f"## {name}\n\n`{shown}`: script not found, skipped.\n"
+    print(f"== {shown} (load {load_avg()})", file=sys.stderr, flush=True)
+    load_start, started = load_avg(), time.perf_counter()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    stderr_tail = []
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        # stdout is the table (small); stderr is progress, echoed as it comes.
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            stderr_tail.append(line)
+            del stderr_tail[:-80]
+        try:
+            code = proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        reader.join()
+    seconds = time.perf_counter() - started
+    output = "".join(chunks).strip()
+    lines = [f"## {name}", "", f"`{shown}`: {seconds:.0f} s, load average {load_start} at start, "
+             f"{load_avg()} at end.", ""]
+    if code != 0:
+        tail = "".join(stderr_tail)[-STDERR_TAIL:]
+        lines += [f"**failed (exit status {code})**; end of its stderr:", "", "```", tail.rstrip(), "```", ""]
+    if output:
+        lines += [output, ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="everything, including the slow parts")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write (default {RESULTS})")
+    args = parser.parse_args()
+
+    mode = "full" if args.full else "quick"
+    sections = [header(mode)]
+    for name, (script, quick, full) in BENCHMARKS.items():
+        if args.only and name not in args.only:
+            continue
+        sections.append(run_one(name, script, full if args.full else quick))
+    sections.append(f"Load average at the end: {load_avg()}.\n")
+    text = "\n".join(sections)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
