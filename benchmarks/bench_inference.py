@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,18 +31,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 REPO = Path(__file__).resolve().parents[1]
 YTF_VAL = REPO.parent / "shared" / "data" / "keypoints" / "ytf-keypoints-val.csv.gz"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_photo(path: Path, faces: list[np.ndarray], seed: int) -> None:

@@ -40,6 +40,8 @@ sys.path.insert(0, str(REPO / "src"))
 from facelab import loaders  # noqa: E402
 from facelab.formats import KEYPOINT_COLUMNS  # noqa: E402
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 SHARED_DATA = REPO.parent / "shared" / "data"
 FER_FILE = SHARED_DATA / "fer2013" / "fer2013-train-publictest.csv.gz"
 YTF_TRAIN = SHARED_DATA / "keypoints" / "ytf-keypoints-train.csv.gz"
@@ -77,16 +79,6 @@ CPU_SECONDS: dict = {}
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> int:

@@ -30,6 +30,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
@@ -44,16 +46,6 @@ BENCHMARKS = {
 TENSORFLOW = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly")   # whichever is installed
 TIMEOUT_S = 3600
 STDERR_TAIL = 3000
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def memory_gib() -> str:
