@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import make_project_copy, run
+from tests.e2e.helpers import make_project_copy, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
 QUEUE_TIMEOUT_S = 900
@@ -47,10 +47,8 @@ def test_two_queued_experiments_run_concurrently_into_one_store(tmp_path):
     assert {lr for lr, _ in rmses} == {0.001, 0.003}
     assert len({rmse for _, rmse in rmses}) == 2, "different learning rates gave identical metrics"
 
-    from mlflow import MlflowClient
-
     # The runs executed in .dvc/tmp/exps copies, yet landed in the workspace's own store.
-    client = MlflowClient(tracking_uri=f"sqlite:///{path / 'mlflow.db'}")
+    client = mlflow_client(path)
     experiment = client.get_experiment_by_name("facelab")
     runs = client.search_runs([experiment.experiment_id])
     by_exp: dict[str, set[str]] = {}

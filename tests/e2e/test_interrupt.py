@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import make_project_copy, run
+from tests.e2e.helpers import make_project_copy, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
 EPOCHS = 30
@@ -42,9 +42,7 @@ def test_sigterm_kills_the_run_cleanly_and_the_rerun_resumes(tmp_path):
     assert not (path / "models/keypoints.keras").exists()
     assert not list((path / "models").glob(".keypoints.keras*")) if (path / "models").exists() else True
 
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{path / 'mlflow.db'}")
+    client = mlflow_client(path)
     experiment = client.get_experiment_by_name("facelab")
     killed = client.search_runs([experiment.experiment_id], "attributes.run_name = 'train_keypoints'")
     assert [r.info.status for r in killed] == ["KILLED"]

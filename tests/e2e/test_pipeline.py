@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.e2e.helpers import make_project_copy, run
+from tests.e2e.helpers import make_project_copy, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
 STAGES = ("prepare", "augment", "train_keypoints", "train_emotion", "evaluate", "combine")
@@ -43,9 +43,7 @@ def test_metrics_are_finite_and_named_as_documented(project):
 
 def test_mlflow_has_every_stage_run_and_both_champions(project):
     path, _, _ = project
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{path / 'mlflow.db'}")
+    client = mlflow_client(path)
     experiment = client.get_experiment_by_name("facelab")
     runs = client.search_runs([experiment.experiment_id])
     by_stage = {r.info.run_name: r for r in runs}
