@@ -28,7 +28,6 @@ import base64
 import binascii
 import shutil
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
@@ -104,16 +103,6 @@ def _package_copy(folder: Path) -> str:
     return str(target)
 
 
-def _requirements() -> list[str]:
-    pins = []
-    for package in REQUIREMENTS:
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            continue
-    return pins
-
-
 def log_and_register_analyzer(keypoints_name: str, emotion_name: str, analyzer_name: str,
                               alias: str = tracking.CHAMPION) -> dict:
     """Log the analyser built from the ``alias`` versions of both models in the active run, register it.
@@ -146,7 +135,7 @@ def log_and_register_analyzer(keypoints_name: str, emotion_name: str, analyzer_n
             signature=ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN),
                                                     ColSpec("string", NAME_COLUMN, required=False)])),
             input_example=example, model_config={"classes": classes.split(","), "batch_faces": 64},
-            pip_requirements=_requirements(),
+            pip_requirements=tracking.pinned_requirements(REQUIREMENTS),
             metadata={"keypoints_model": f"{keypoints_name}/{versions['keypoints'].version}",
                       "emotion_model": f"{emotion_name}/{versions['emotion'].version}"})
     registered = tracking.retry(lambda: mlflow.register_model(info.model_uri, analyzer_name), "register model")

@@ -208,7 +208,7 @@ def log_and_register_keras(model, name: str, input_example, description: str = "
     prediction = model(input_example, training=False)
     signature = infer_signature(input_example, prediction.numpy())
     # No input_example: MLflow 3.17's Keras flavour fails to write it (its folder does not exist yet).
-    info = mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=_pip_requirements())
+    info = mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=pinned_requirements(KERAS_REQUIREMENTS) or ["keras", "tensorflow"])
     version = retry(lambda: mlflow.register_model(info.model_uri, name), "register model")
     client = MlflowClient()
     if description:
@@ -220,21 +220,20 @@ def log_and_register_keras(model, name: str, input_example, description: str = "
             "model_uri": info.model_uri}
 
 
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("keras", "tensorflow-cpu", "numpy")
-            if _installed(pkg)] or ["keras", "tensorflow"]
+KERAS_REQUIREMENTS = ("keras", "tensorflow-cpu", "numpy")
 
 
-def _installed(pkg: str) -> bool:
+def pinned_requirements(packages: tuple[str, ...]) -> list[str]:
+    """``package==version`` for each of ``packages`` installed here (a logged model's pip requirements)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        version(pkg)
-        return True
-    except PackageNotFoundError:
-        return False
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
 
 
 def tag_version(name: str, version: int, tags: dict[str, Any]) -> None:

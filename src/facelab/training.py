@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from facelab.atomic import atomic_path
+from facelab.atomic import atomic_path, write_json
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -163,8 +163,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.best = float(loss)
         with atomic_path(self.model_path, suffix=".keras") as tmp:
             self.model.save(tmp)
-        with atomic_path(self.record_path, suffix=".json") as tmp:
-            tmp.write_text(json.dumps({"val_loss": self.best, "epoch": epoch + 1}))
+        write_json(self.record_path, {"val_loss": self.best, "epoch": epoch + 1})
 
 
 def run_folder(stage: str, settings: dict) -> Path:
