@@ -1,6 +1,6 @@
 """Run facelab's benchmarks one after another and write their tables to benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # quick mode (what `make bench` runs), about 10 minutes
+    python benchmarks/run_all.py            # quick mode (what `make bench` runs), about 15 minutes
     python benchmarks/run_all.py --full     # also the slow parts: the synthetic-default pipeline
     python benchmarks/run_all.py --only training pipeline   # a subset (names below)
 
@@ -13,8 +13,8 @@ status and the end of its stderr; the others still run.
 
 Quick mode leaves out the slow parts (the arguments below, BENCHMARKS): the synthetic-default pipeline
 (``bench_pipeline.py --default``, several minutes) and the emotion model at the real-data profiles'
-96x96 (``bench_training.py --tasks ... emotion96``); bench_pipeline's real-FER ``prepare`` (about 10 s)
-is in both.
+96x96 (``bench_training.py --tasks ... emotion96``); bench_pipeline's stages on the real FER file (one
+epoch, a few minutes: their peak memory) are in both.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``fit`` trains a compiled model, keeps the best weights by validation loss, shows progress
 with an ETA, and can resume an interrupted run from its last epoch (Keras BackupAndRestore
-in a checkpoint folder named after the run's parameters). It reports each epoch to the
+in a checkpoint folder named after the run's parameters, every file written atomically). It reports each epoch to the
 callbacks it is given (tracking adds its own) and knows nothing of MLflow or DVC.
 """
 
@@ -166,6 +166,40 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         write_json(self.record_path, {"val_loss": self.best, "epoch": epoch + 1})
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras BackupAndRestore (weights, optimizer state and epoch) whose files are never half-written.
+
+    Each epoch's weights go to a new file (temporary name, then rename), then ``state.json``
+    (the same way) names that file and the epoch, then older weights files are removed. A crash at
+    any moment leaves ``state.json`` naming a complete weights file of the epoch it records.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, backup_dir: Path):
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True)
+        self.folder = Path(backup_dir)
+
+    def _load_model(self):
+        state_path = self.folder / self.STATE
+        if not state_path.exists():
+            return
+        state = json.loads(state_path.read_text())
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(self.folder / state["weights"])
+        self.model._initial_epoch = state["epoch"]  # as Keras's own BackupAndRestore does
+
+    def _save_model(self):
+        name = f"epoch-{self._current_epoch:04d}.weights.h5"
+        with atomic_path(self.folder / name, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)
+        write_json(self.folder / self.STATE, {"epoch": self._current_epoch, "weights": name})
+        for older in self.folder.glob("epoch-*.weights.h5"):
+            if older.name != name:
+                older.unlink(missing_ok=True)
+
+
 def run_folder(stage: str, settings: dict) -> Path:
     """A checkpoint folder unique to the stage and the exact settings of the run."""
     from facelab.config import CHECKPOINTS_DIR, workspace_root
@@ -190,7 +224,7 @@ def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, 
     best_path = folder / "best.keras"
     progress = ProgressWithEta(epochs, images_per_epoch, label)
     all_callbacks = [
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        AtomicBackupAndRestore(folder / "backup"),
         BestModelCheckpoint(best_path, folder / "best.json"),
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
         progress,
