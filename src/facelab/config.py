@@ -91,6 +91,10 @@ CLASSES = (lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_str(c) for 
 FRACTION = _num(0.0, 0.9, lo_open=True)
 PRECISION = _choice("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STEM = _choice("imagenet", "stride2", "small")
+# Filters of the first stage. TensorFlow's oneDNN CPU kernels (its default on x86) crash on this
+# ResNet-18 at widths 8 and 12 (heap corruption, "could not create a primitive descriptor" in
+# Conv2DBackpropFilter); multiples of 16 trained cleanly in every trial (see the README's notes).
+WIDTH = (lambda v: _is_int(v) and 16 <= v <= 512 and v % 16 == 0, "a multiple of 16 from 16 to 512")
 
 
 def _train_schema() -> dict[str, tuple]:
@@ -101,7 +105,7 @@ def _train_schema() -> dict[str, tuple]:
         "lr_schedule": _choice("constant", "cosine"),
         "weight_decay": _num(0.0, 1.0),
         "dropout": _num(0.0, 0.95),
-        "width": _int(4, 512),
+        "width": WIDTH,
         "stem": STEM,
         "precision": PRECISION,
         "resume": BOOL,

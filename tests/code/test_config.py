@@ -24,6 +24,8 @@ def test_the_committed_params_are_valid():
     ("data.emotion.classes", ["anger", "boredom"], "boredom"),
     ("data.keypoints.missing", "guess", "data.keypoints.missing"),
     ("train_keypoints.resume", "yes", "train_keypoints.resume"),
+    ("train_emotion.width", 8, "a multiple of 16"),     # oneDNN's kernels crash on narrower nets
+    ("train_keypoints.width", 40, "train_keypoints.width"),
 ])
 def test_bad_parameters_are_named(dotted, value, expected):
     params = copy.deepcopy(DEFAULT)

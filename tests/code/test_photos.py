@@ -248,7 +248,7 @@ def analyzer():
     from facelab.combine import FaceAnalyzer
     from facelab.model import build_emotion_model, build_keypoint_model
 
-    return FaceAnalyzer(build_keypoint_model(width=8), build_emotion_model(len(CLASSES), width=8), CLASSES)
+    return FaceAnalyzer(build_keypoint_model(width=16), build_emotion_model(len(CLASSES), width=16), CLASSES)
 
 
 FAKE_BOXES = {3: [(10, 10, 60, 60), (100, 20, 80, 80), (200, 40, 50, 50)], 1: [(30, 30, 70, 70)], 0: []}

@@ -44,10 +44,6 @@ def make_project_copy(dest: Path, profile: str | None = "profiles/tiny.yaml") ->
     env["PYTHONPATH"] = str(dest / "src")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    # The tiny profile's width-8 networks have twice crashed inside oneDNN's convolution kernels
-    # ("could not create a primitive descriptor for the reorder primitive", once a heap corruption),
-    # only under concurrent load; full-width training never has. Tests use TensorFlow's Eigen kernels.
-    env["TF_ENABLE_ONEDNN_OPTS"] = "0"
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "facelab-tests"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@facelab.invalid"
     if profile:

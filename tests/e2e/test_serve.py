@@ -69,9 +69,9 @@ def registry(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with tracking.stage_run("train", {}, "facelab-serve-test"):
-        keypoints = tracking.log_and_register_keras(build_keypoint_model(width=8), KEYPOINTS,
+        keypoints = tracking.log_and_register_keras(build_keypoint_model(width=16), KEYPOINTS,
                                                     np.zeros((1, 96, 96, 1), np.float32))
-        emotion = tracking.log_and_register_keras(build_emotion_model(len(CLASSES), width=8), EMOTION,
+        emotion = tracking.log_and_register_keras(build_emotion_model(len(CLASSES), width=16), EMOTION,
                                                   np.zeros((1, 48, 48, 1), np.float32),
                                                   tags={"classes": ",".join(CLASSES)})
         tracking.promote_if_no_worse(KEYPOINTS, keypoints["version"], "keypoints.rmse_px", 3.0, False)

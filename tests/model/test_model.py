@@ -14,20 +14,20 @@ def _conv_layers(model):
 
 
 def test_keypoint_model_outputs_30_pixel_coordinates():
-    model = build_keypoint_model(96, width=8)
+    model = build_keypoint_model(96, width=16)
     out = model(np.zeros((2, 96, 96, 1), np.float32))
     assert out.shape == (2, 30)
 
 
 def test_emotion_model_outputs_probabilities_and_resizes_its_input():
-    model = build_emotion_model(5, input_size=48, image_size=64, width=8)
+    model = build_emotion_model(5, input_size=48, image_size=64, width=16)
     out = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype(np.float32)))
     assert out.shape == (3, 5)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_both_heads_share_the_same_resnet18_body():
-    kp, em = build_keypoint_model(96, width=8), build_emotion_model(7, width=8)
+    kp, em = build_keypoint_model(96, width=16), build_emotion_model(7, width=16)
     assert _conv_layers(kp) == _conv_layers(em)
     # stem + 8 blocks x 2 convs + 3 projection shortcuts = 20 convolutions (ResNet-18's 17 + 3 1x1)
     assert len(_conv_layers(kp)) == 20
@@ -39,7 +39,7 @@ def test_full_width_resnet18_has_about_11_million_parameters():
 
 
 def test_model_survives_save_and_safe_mode_load(tmp_path):
-    model = build_keypoint_model(96, width=8)
+    model = build_keypoint_model(96, width=16)
     x = np.random.default_rng(1).uniform(0, 255, (1, 96, 96, 1)).astype(np.float32)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
@@ -55,7 +55,7 @@ def test_masked_mse_ignores_missing_targets():
 def test_keypoint_model_can_fit_a_tiny_batch():
     """Behavioural: a few steps on 8 faces bring the loss down (the model can learn)."""
     keras.utils.set_random_seed(0)
-    model = build_keypoint_model(96, width=8)
+    model = build_keypoint_model(96, width=16)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (8, 96, 96, 1)).astype(np.float32)
     y = rng.uniform(20, 76, (8, 30)).astype(np.float32)
