@@ -50,13 +50,14 @@ def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, tr
            n_train: int, policy: str, model_path: Path, registered_name: str, input_example: np.ndarray,
            description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame]:
     cfg = params[stage]
-    steps = cfg["epochs"] * int(np.ceil(n_train / cfg["batch_size"]))
+    per_epoch = training.images_per_epoch(n_train, cfg["batch_size"])
+    steps = cfg["epochs"] * max(1, per_epoch // cfg["batch_size"])
     model.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], steps),
                   loss=loss, metrics=metrics)
     folder = training.run_folder(stage, {"params": params, "n_train": n_train})
     started = time.perf_counter()
     best, history, progress = training.fit(
-        model, train_ds, val_ds, epochs=cfg["epochs"], images_per_epoch=n_train, folder=folder,
+        model, train_ds, val_ds, epochs=cfg["epochs"], images_per_epoch=per_epoch, folder=folder,
         resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
         callbacks=[tracking.epoch_logger()])
     seconds = time.perf_counter() - started
