@@ -28,6 +28,7 @@ import base64
 import binascii
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -103,49 +104,71 @@ def _package_copy(folder: Path) -> str:
     return str(target)
 
 
-def log_and_register_analyzer(keypoints_name: str, emotion_name: str, analyzer_name: str,
-                              alias: str = tracking.CHAMPION) -> dict:
-    """Log the analyser built from the ``alias`` versions of both models in the active run, register it.
+@dataclass(frozen=True)
+class Champions:
+    """The two model versions that held an alias when fetched, downloaded to local folders."""
+
+    names: dict[str, str]        # task (keypoints, emotion) -> registered model name
+    versions: dict[str, int]     # task -> version number
+    folders: dict[str, str]      # task -> local MLflow model folder of that version
+    classes: list[str]           # the emotion version's class list
+
+
+def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path,
+                    alias: str = tracking.CHAMPION) -> Champions:
+    """Resolve ``alias`` of both models once and download those versions under ``folder``.
+
+    Everything built from the result (combine's pictures, the served analyser) uses the same two
+    versions even if another run moves the alias meanwhile, and each model is downloaded once.
+    """
+    client = MlflowClient()
+    names = {"keypoints": keypoints_name, "emotion": emotion_name}
+    versions, folders = {}, {}
+    for task, name in names.items():
+        try:
+            version = tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias")
+        except Exception as exc:  # MLflow's not-found error: say which model has no such version
+            raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
+        if task == "emotion":
+            classes = version.tags.get("classes")
+            if not classes:
+                raise FacelabError(f"models:/{name}/{version.version}: no 'classes' tag")
+        versions[task] = int(version.version)
+        uri = f"models:/{name}/{version.version}"  # the version, not the alias: it cannot move meanwhile
+        folders[task] = tracking.retry(
+            lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(folder) / task)),
+            "download model")
+    return Champions(names, versions, folders, classes.split(","))
+
+
+def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: str = tracking.CHAMPION) -> dict:
+    """Log the analyser built from ``champions`` (``fetch_champions``) in the active run, register it.
 
     The new version gets ``candidate`` and ``alias`` (built from the champions, it is the champion)
     and tags naming the versions it holds.
     Returns name, version, run_id, model_uri, keypoints_version, emotion_version.
     """
     client = MlflowClient()
-    versions = {}
-    for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
-        try:
-            versions[task] = tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias")
-        except Exception as exc:  # MLflow's not-found error: say which model has no such version
-            raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
-    classes = versions["emotion"].tags.get("classes")
-    if not classes:
-        raise FacelabError(f"models:/{emotion_name}/{versions['emotion'].version}: no 'classes' tag")
     with tempfile.TemporaryDirectory(prefix="facelab-analyzer-") as tmp:
-        artifacts = {}
-        for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
-            uri = f"models:/{name}/{versions[task].version}"  # the version, not the alias: it cannot move meanwhile
-            artifacts[f"{task}_model"] = tracking.retry(
-                lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(tmp) / task)),
-                "download model")
         example = pd.DataFrame({IMAGE_COLUMN: [_example_image()]})
         info = mlflow.pyfunc.log_model(
-            name=ARTIFACT_NAME, python_model=FaceAnalyzerModel(), artifacts=artifacts,
+            name=ARTIFACT_NAME, python_model=FaceAnalyzerModel(),
+            artifacts={f"{task}_model": folder for task, folder in champions.folders.items()},
             code_paths=[_package_copy(Path(tmp) / "code")],
             signature=ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN),
                                                     ColSpec("string", NAME_COLUMN, required=False)])),
-            input_example=example, model_config={"classes": classes.split(","), "batch_faces": 64},
+            input_example=example, model_config={"classes": champions.classes, "batch_faces": 64},
             pip_requirements=tracking.pinned_requirements(REQUIREMENTS),
-            metadata={"keypoints_model": f"{keypoints_name}/{versions['keypoints'].version}",
-                      "emotion_model": f"{emotion_name}/{versions['emotion'].version}"})
+            metadata={f"{task}_model": f"{champions.names[task]}/{champions.versions[task]}"
+                      for task in champions.names})
     registered = tracking.retry(lambda: mlflow.register_model(info.model_uri, analyzer_name), "register model")
     number = int(registered.version)
     tracking.tag_version(analyzer_name, number, {
-        "keypoints_version": versions["keypoints"].version, "emotion_version": versions["emotion"].version,
-        "classes": classes})
+        "keypoints_version": champions.versions["keypoints"], "emotion_version": champions.versions["emotion"],
+        "classes": ",".join(champions.classes)})
     for name in dict.fromkeys((tracking.CANDIDATE, alias)):  # from the champions: the champion
         tracking.retry(lambda: client.set_registered_model_alias(analyzer_name, name, str(number)), f"alias {name}")
     run = mlflow.active_run()
     return {"name": analyzer_name, "version": number, "run_id": run.info.run_id if run else None,
-            "model_uri": info.model_uri, "keypoints_version": int(versions["keypoints"].version),
-            "emotion_version": int(versions["emotion"].version)}
+            "model_uri": info.model_uri, "keypoints_version": champions.versions["keypoints"],
+            "emotion_version": champions.versions["emotion"]}

@@ -14,6 +14,10 @@ from typing import Callable, Sequence
 
 from facelab.errors import FacelabError
 
+# TensorFlow's C++ start-up notices (oneDNN, CPU features) in every stage bury the progress lines;
+# warnings and errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings the notices back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 

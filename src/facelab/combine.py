@@ -1,12 +1,16 @@
 """The ``combine`` stage: both champion models from the MLflow registry, run together on test faces.
 
-Loads ``models:/<keypoints>@champion`` and ``models:/<emotion>@champion`` (the emotion
-model's class list comes from its version's ``classes`` tag), predicts keypoints and emotion
-for the first test faces, and writes ``reports/combine/faces.png`` (keypoints drawn, emotion
-and probability written on each face) and ``reports/combine/predictions.json``.
+Resolves ``models:/<keypoints>@champion`` and ``models:/<emotion>@champion`` once and downloads
+those two versions (the emotion model's class list comes from its version's ``classes`` tag),
+predicts keypoints and emotion for the first test faces, writes ``reports/combine/faces.png`` (keypoints drawn, emotion
+and probability written on each face) and ``reports/combine/predictions.json``, and registers the
+served analyser built from the same two versions.
 """
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -52,10 +56,15 @@ class FaceAnalyzer:
 
 
 def run(params: dict) -> list[dict]:
+    from facelab.analyzer_model import fetch_champions, log_and_register_analyzer
+
     cfg, names = params["combine"], params["tracking"]
     reports = REPORTS_DIR / "combine"
-    with tracking.stage_run("combine", {"combine": cfg}, names["experiment"]):
-        analyzer = FaceAnalyzer.from_registry(names["keypoints_model"], names["emotion_model"])
+    with tracking.stage_run("combine", {"combine": cfg}, names["experiment"]), \
+            tempfile.TemporaryDirectory(prefix="facelab-champions-") as tmp:
+        champions = fetch_champions(names["keypoints_model"], names["emotion_model"], Path(tmp))
+        analyzer = FaceAnalyzer(tracking.load_keras(champions.folders["keypoints"]),
+                                tracking.load_keras(champions.folders["emotion"]), champions.classes)
         faces = load_split(PREPARED_DIR / "keypoints_test.npz")["images"][:cfg["faces"]]
         records = analyzer.analyse(faces)
         for index, record in enumerate(records):
@@ -64,11 +73,8 @@ def run(params: dict) -> list[dict]:
         viz.face_grid(reports / "faces.png", faces, predicted=points, columns=cfg["columns"],
                       titles=[f"{r['emotion']} {r['probability']:.2f}" for r in records],
                       suptitle="champion models: predicted keypoints and emotion")
-        champions = {task: tracking.champion_version(name).version
-                     for task, name in (("keypoints", names["keypoints_model"]), ("emotion", names["emotion_model"]))}
-        write_json(reports / "predictions.json", {"champion_versions": champions, "faces": records})
-        tracking.log_params({"champion_version": champions})
+        write_json(reports / "predictions.json", {"champion_versions": champions.versions, "faces": records})
+        tracking.log_params({"champion_version": champions.versions})
         tracking.log_artifacts(reports / "faces.png", reports / "predictions.json", folder="combine")
-        from facelab.analyzer_model import log_and_register_analyzer  # both champions as one served model
-        log_and_register_analyzer(names["keypoints_model"], names["emotion_model"], names["analyzer_model"])
+        log_and_register_analyzer(champions, names["analyzer_model"])  # the same two versions, one served model
     return records

@@ -77,7 +77,8 @@ def registry(tmp_path, monkeypatch):
         tracking.promote_if_no_worse(KEYPOINTS, keypoints["version"], "keypoints.rmse_px", 3.0, False)
         tracking.promote_if_no_worse(EMOTION, emotion["version"], "emotion.f1_weighted", 0.5, True)
     with tracking.stage_run("combine", {}, "facelab-serve-test"):
-        info = analyzer_model.log_and_register_analyzer(KEYPOINTS, EMOTION, ANALYZER)
+        champions = analyzer_model.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "champions")
+        info = analyzer_model.log_and_register_analyzer(champions, ANALYZER)
     assert (info["version"], info["keypoints_version"], info["emotion_version"]) == (1, 1, 1)
     from mlflow import MlflowClient
 
