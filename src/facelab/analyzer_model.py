@@ -123,22 +123,22 @@ def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path,
     """
     client = MlflowClient()
     names = {"keypoints": keypoints_name, "emotion": emotion_name}
-    versions, folders = {}, {}
+    found = {}
     for task, name in names.items():
         try:
-            version = tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias")
+            found[task] = tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias")
         except Exception as exc:  # MLflow's not-found error: say which model has no such version
             raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
-        if task == "emotion":
-            classes = version.tags.get("classes")
-            if not classes:
-                raise FacelabError(f"models:/{name}/{version.version}: no 'classes' tag")
-        versions[task] = int(version.version)
-        uri = f"models:/{name}/{version.version}"  # the version, not the alias: it cannot move meanwhile
+    classes = found["emotion"].tags.get("classes")
+    if not classes:
+        raise FacelabError(f"models:/{emotion_name}/{found['emotion'].version}: no 'classes' tag")
+    folders = {}
+    for task, name in names.items():
+        uri = f"models:/{name}/{found[task].version}"  # the version, not the alias: it cannot move meanwhile
         folders[task] = tracking.retry(
             lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(folder) / task)),
             "download model")
-    return Champions(names, versions, folders, classes.split(","))
+    return Champions(names, {task: int(v.version) for task, v in found.items()}, folders, classes.split(","))
 
 
 def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: str = tracking.CHAMPION) -> dict:

@@ -14,8 +14,9 @@ from typing import Callable, Sequence
 
 from facelab.errors import FacelabError
 
-# TensorFlow's C++ start-up notices (oneDNN, CPU features) in every stage bury the progress lines;
-# warnings and errors still show. TF_CPP_MIN_LOG_LEVEL=0 brings the notices back.
+# TensorFlow's C++ INFO lines (e.g. the CPU-features notice) in every stage bury the progress lines;
+# warnings and errors still show, and TF_CPP_MIN_LOG_LEVEL=0 brings them back. TensorFlow 2.21
+# prints its "oneDNN custom operations are on" notice whatever this says.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130

@@ -2,9 +2,10 @@
 
 Resolves ``models:/<keypoints>@champion`` and ``models:/<emotion>@champion`` once and downloads
 those two versions (the emotion model's class list comes from its version's ``classes`` tag),
-predicts keypoints and emotion for the first test faces, writes ``reports/combine/faces.png`` (keypoints drawn, emotion
-and probability written on each face) and ``reports/combine/predictions.json``, and registers the
-served analyser built from the same two versions.
+predicts keypoints and emotion for the first test faces, writes ``reports/combine/faces.png``
+(keypoints drawn, emotion and probability written on each face) and
+``reports/combine/predictions.json``, and registers the served analyser built from the same two
+versions.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ class FaceAnalyzer:
         self.emotion_size = inference.input_size(emotion_model)
 
     @classmethod
-    def from_registry(cls, keypoints_name: str, emotion_name: str, alias: str = tracking.CHAMPION) -> "FaceAnalyzer":
-        classes = tracking.version_tags(emotion_name, alias)["classes"].split(",")
-        return cls(tracking.load_keras(tracking.alias_uri(keypoints_name, alias)),
-                   tracking.load_keras(tracking.alias_uri(emotion_name, alias)), classes)
+    def from_champions(cls, champions) -> "FaceAnalyzer":
+        """From ``analyzer_model.fetch_champions``: the two downloaded versions and the class list."""
+        return cls(tracking.load_keras(champions.folders["keypoints"]),
+                   tracking.load_keras(champions.folders["emotion"]), champions.classes)
 
     def analyse(self, faces: np.ndarray) -> list[dict]:
         """Per face: the 15 named keypoints in the face's own pixel frame, the emotion and all probabilities."""
@@ -63,8 +64,7 @@ def run(params: dict) -> list[dict]:
     with tracking.stage_run("combine", {"combine": cfg}, names["experiment"]), \
             tempfile.TemporaryDirectory(prefix="facelab-champions-") as tmp:
         champions = fetch_champions(names["keypoints_model"], names["emotion_model"], Path(tmp))
-        analyzer = FaceAnalyzer(tracking.load_keras(champions.folders["keypoints"]),
-                                tracking.load_keras(champions.folders["emotion"]), champions.classes)
+        analyzer = FaceAnalyzer.from_champions(champions)
         faces = load_split(PREPARED_DIR / "keypoints_test.npz")["images"][:cfg["faces"]]
         records = analyzer.analyse(faces)
         for index, record in enumerate(records):

@@ -121,7 +121,7 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
-    from facelab import predict
+    from facelab import analyzer_model, predict
     from facelab.combine import FaceAnalyzer
 
     photo = _photo(tmp_path / "two-faces.jpg")
@@ -150,7 +150,7 @@ def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
     assert named["predictions"][0]["photo"] == "two-faces.jpg"
     assert named["predictions"][0]["faces"] == served["faces"]
 
-    analyzer = FaceAnalyzer.from_registry(KEYPOINTS, EMOTION)
+    analyzer = FaceAnalyzer.from_champions(analyzer_model.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "local"))
     [local] = predict.analyse_photos([photo], analyzer, tmp_path / "out")
     assert (served["width"], served["height"]) == (local["width"], local["height"]) == (720, 480)
     assert len(served["faces"]) == len(local["faces"]) == 2
