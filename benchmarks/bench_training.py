@@ -49,6 +49,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+import goals  # noqa: E402  (benchmarks/goals.py)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
@@ -331,6 +333,17 @@ def main() -> int:
               f"({100 * a_plain / peaks['float32']:.0f} %) | {a_ours / 1e9:.1f} ({100 * a_ours / peak_ours:.0f} %"
               f"{' of bf16' if 'bfloat16' in policy else ''}) |")
     print()
+    for task, flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
+        peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
+        goals.record(f"training {task.split(' (')[0]} >= 1.3x the plain recipe",
+                     f"{ours / plain:.2f}x ({plain:.0f} -> {ours:.0f} img/s; per-round median {pair_ratio:.2f}x)",
+                     ours / plain >= 1.3,
+                     f"{flops / 1e9:.3f} GFLOP/image forward; facelab at {100 * 3 * flops * ours / peak_ours:.0f} % "
+                     f"of the {policy.replace('mixed_', '')} matmul peak ({peak_ours / 1e9:.0f} GFLOP/s)")
+    gpus = tf.config.list_physical_devices("GPU")
+    goals.record("GPU: the same commands train there (mixed_float16; MirroredStrategy over several)",
+                 f"{len(gpus)} GPU(s) seen; the rows above ran on them" if gpus else "no GPU on this machine",
+                 None, "" if gpus else "not measured")
     print(f"Load average (1/5/15 min) at start: {load_before}; at end: {load_avg()}; "
           f"{os.cpu_count()} CPUs; total {time.perf_counter() - started:.0f} s."
           + (" The CPU has AVX512_BF16, so `auto` picks mixed_bfloat16." if bf16 else ""))

@@ -8,6 +8,8 @@ Each benchmark is its own script, run in turn in a subprocess with this interpre
 repository root (never two at once: they would slow each other). Their Markdown output (stdout) is
 collected under a header naming the date, the machine (CPU model, cores, memory), the load average
 and the Python / TensorFlow / Keras / DVC versions, written to benchmarks/RESULTS.md and printed.
+Above them goes one table of the speed issue's goals, met or missed, that the scripts record as they
+measure (benchmarks/goals.py).
 Their progress (stderr) is shown as they run. A benchmark that fails is reported with its exit
 status and the end of its stderr; the others still run.
 
@@ -25,11 +27,13 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from importlib import metadata
 from pathlib import Path
 
+import goals  # noqa: E402  (benchmarks/goals.py)
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
@@ -136,12 +140,16 @@ def main() -> int:
     args = parser.parse_args()
 
     mode = "full" if args.full else "quick"
-    sections = [header(mode)]
-    for name, (script, quick, full) in BENCHMARKS.items():
-        if args.only and name not in args.only:
-            continue
-        sections.append(run_one(name, script, full if args.full else quick))
-    sections.append(f"Load average at the end: {load_avg()}.\n")
+    sections = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Path(tmp) / "goals.jsonl"
+        os.environ[goals.LEDGER_ENV] = str(ledger)   # the benchmarks inherit it and record their goals
+        for name, (script, quick, full) in BENCHMARKS.items():
+            if args.only and name not in args.only:
+                continue
+            sections.append(run_one(name, script, full if args.full else quick))
+        goal_table = goals.table(ledger)
+    sections = [header(mode), goal_table, *sections, f"Load average at the end: {load_avg()}.\n"]
     text = "\n".join(sections)
     args.out.write_text(text)
     print(text)
