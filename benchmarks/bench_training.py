@@ -23,9 +23,13 @@ profiles train it: 48x48 faces resized to 96x96 inside the model):
 
 Both are warmed up with one short ``fit`` (tracing and compiling), then timed alternately
 (plain, facelab, plain, facelab, ...; up to ``--rounds`` pairs, at least MIN_ROUNDS, no new round
-once a task's timed rounds have taken TASK_BUDGET_S) on STEPS[task] steps each after
-``SKIP_STEPS`` untimed steps (the iterator and prefetch start-up); the median img/s of each is
-reported, with the ratio of the medians and the median of the per-round ratios. The machine may be
+once a task's timed rounds have taken TASK_BUDGET_S). Each measurement is a short training run as
+each recipe does it: one ``fit`` of 1 + TIMED_EPOCHS epochs over STEPS[task] batches of faces
+(plain: Keras's own epochs over the arrays / PyDataset, a new iterator each epoch; facelab: as
+``training.fit``, the dataset repeated and read through one iterator, ``steps_per_epoch`` batches an
+epoch), timed from the end of the first epoch (iterator and prefetch start-up) to the end of the
+last; the median img/s of each is reported, with the ratio of the medians and the median of the
+per-round ratios. The machine may be
 shared: the load average is printed with every table.
 
 It also reports each model's forward FLOPs per image, counted analytically from the Keras layers
@@ -57,14 +61,10 @@ sys.path.insert(0, str(REPO / "src"))
 ROUNDS = 5              # plain/facelab pairs timed per task, at most ...
 MIN_ROUNDS = 3          # ... and at least: rounds stop after MIN_ROUNDS once a task's timed
 TASK_BUDGET_S = 90      # rounds have taken TASK_BUDGET_S (a busy machine: keeps the run near 5 min)
-STEPS = {"keypoints": 10, "emotion": 30, "emotion96": 10}   # timed steps per measurement (~5-10 s each)
+STEPS = {"keypoints": 45, "emotion": 45, "emotion96": 20}   # batches an epoch: 45 = the synthetic default's 1,440 faces
+TIMED_EPOCHS = 2        # timed epochs of each measurement, after one untimed (iterator/prefetch start-up)
 DEFAULT_TASKS = ["keypoints", "emotion"]
-SKIP_STEPS = 2          # untimed steps at the start of each measurement (iterator/prefetch start-up)
 WARMUP_STEPS = 3        # first fit of each variant: tracing + compiling
-# Synthetic faces: at least enough for one measurement without repeating (keypoints: before the
-# augmented copies of params.yaml's augment.keypoints.copies are added).
-KEYPOINT_FACES = 256
-EMOTION_FACES = 512
 EMOTION_CLASSES = 5
 WIDTH = 64
 SEED = 42
@@ -154,30 +154,31 @@ def _plain_emotion_dataset(images: np.ndarray, one_hot: np.ndarray, batch_size: 
 def _timer():
     import keras
 
-    class StepTimer(keras.callbacks.Callback):
+    class EpochTimer(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
             self.start = self.end = None
 
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == SKIP_STEPS - 1:
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
                 self.start = time.perf_counter()
 
         def on_train_end(self, logs=None):
             self.end = time.perf_counter()
 
-    return StepTimer()
+    return EpochTimer()
 
 
 def images_per_second(model, fit_args: tuple, fit_kwargs: dict, batch_size: int, steps: int) -> float:
+    """img/s of epochs 2 .. 1 + TIMED_EPOCHS of one ``fit`` (epochs of ``steps`` batches)."""
     timer = _timer()
-    model.fit(*fit_args, epochs=1, steps_per_epoch=SKIP_STEPS + steps, verbose=0, callbacks=[timer], **fit_kwargs)
-    return steps * batch_size / (timer.end - timer.start)
+    model.fit(*fit_args, epochs=1 + TIMED_EPOCHS, verbose=0, callbacks=[timer], **fit_kwargs)
+    return TIMED_EPOCHS * steps * batch_size / (timer.end - timer.start)
 
 
 def side_by_side(variants: dict, batch_size: int, rounds: int, steps: int) -> dict[str, list[float]]:
     """{name: (model, fit args, fit kwargs)} -> {name: [img/s per round]}, alternating the variants."""
     for model, args, kwargs in variants.values():                  # trace + compile, untimed
-        model.fit(*args, epochs=1, steps_per_epoch=WARMUP_STEPS, verbose=0, **kwargs)
+        model.fit(*args, **{**kwargs, "epochs": 1, "steps_per_epoch": WARMUP_STEPS, "verbose": 0})
     rates = {name: [] for name in variants}
     started = time.perf_counter()
     for round_ in range(rounds):
@@ -191,8 +192,11 @@ def side_by_side(variants: dict, batch_size: int, rounds: int, steps: int) -> di
 
 # --- the two tasks --------------------------------------------------------------------------------
 
-def _faces_needed(minimum: int, batch: int, steps: int, per_face: int = 1) -> int:
-    return max(minimum, -(-(SKIP_STEPS + steps) * batch // per_face))
+def _faces_needed(batch: int, steps: int, per_face: int = 1) -> int:
+    """Faces for epochs of exactly ``steps`` full batches (``per_face`` images each)."""
+    if steps * batch % per_face:
+        raise SystemExit(f"{steps} batches of {batch} do not split into faces of {per_face} images each")
+    return steps * batch // per_face
 
 
 def keypoint_variants(params: dict, steps: int):
@@ -205,7 +209,7 @@ def keypoint_variants(params: dict, steps: int):
     cfg, aug = params["train_keypoints"], dict(params["augment"]["keypoints"])
     copies = aug.pop("copies")
     batch = cfg["batch_size"]
-    images, points = synthetic.make_keypoint_faces(_faces_needed(KEYPOINT_FACES, batch, steps, copies + 1), SEED)
+    images, points = synthetic.make_keypoint_faces(_faces_needed(batch, steps, copies + 1), SEED)
     images, points = expand_keypoint_training_set(images, points, copies, SEED, **aug)
 
     keras.mixed_precision.set_global_policy("float32")
@@ -218,10 +222,10 @@ def keypoint_variants(params: dict, steps: int):
     ours = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
     ours.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
                  loss=training.masked_mse)
-    ds = training.make_dataset(images, points, batch, shuffle=True, seed=SEED)
+    ds = training.make_dataset(images, points, batch, shuffle=True, seed=SEED).repeat()   # as training.fit
     keras.mixed_precision.set_global_policy("float32")
     return policy, len(images), {"plain": (plain, plain_fit[0], plain_fit[1]),
-                                 "facelab": (ours, (ds,), {"shuffle": False})}, batch
+                                 "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps})}, batch
 
 
 def emotion_variants(params: dict, steps: int, image_size: int = 48):
@@ -234,7 +238,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
 
     cfg = params["train_emotion"]
     batch = cfg["batch_size"]
-    images, labels = synthetic.make_emotion_faces(_faces_needed(EMOTION_FACES, batch, steps), SEED)
+    images, labels = synthetic.make_emotion_faces(_faces_needed(batch, steps), SEED)
     labels = labels % EMOTION_CLASSES           # 7 FER ids folded onto 5 classes: only the shapes matter here
     one_hot = np.eye(EMOTION_CLASSES, dtype=np.float32)[labels]
 
@@ -251,16 +255,16 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     weights = class_weights(labels, EMOTION_CLASSES, cfg["class_weights"])
     augmenter = emotion_augmenter(seed=SEED, **params["augment"]["emotion"])
     ds = training.make_dataset(images, one_hot, batch, shuffle=True, seed=SEED, augmenter=augmenter,
-                               sample_weights=weights[labels])
+                               sample_weights=weights[labels]).repeat()   # as training.fit
     keras.mixed_precision.set_global_policy("float32")
     return policy, len(images), {"plain": (plain, (plain_ds,), {"shuffle": False}),
-                                         "facelab": (ours, (ds,), {"shuffle": False})}, batch
+                                 "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps})}, batch
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
-    parser.add_argument("--steps", type=int, help="timed steps per measurement, every task (default: STEPS)")
+    parser.add_argument("--steps", type=int, help="batches an epoch, every task (default: STEPS)")
     parser.add_argument("--tasks", nargs="+", choices=list(STEPS), default=DEFAULT_TASKS)
     args = parser.parse_args()
 
@@ -295,7 +299,7 @@ def main() -> int:
         pair_ratio = statistics.median(o / p for o, p in zip(rates["facelab"], rates["plain"]))
         stem = params["train_keypoints" if task == "keypoints" else "train_emotion"]["stem"]
         size = {"keypoints": "96", "emotion": "48", "emotion96": "48->96"}[task]
-        label = f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} x {steps} steps)"
+        label = f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} rounds x {TIMED_EPOCHS} epochs of {steps} batches)"
         rows.append((label, flops, plain, ours, pair_ratio, policy, load_start, load_end, rates))
         del variants
 
@@ -305,11 +309,12 @@ def main() -> int:
           f"{f' --steps {args.steps}' if args.steps else ''} --tasks {' '.join(args.tasks)}`: "
           f"ResNet-18 width {WIDTH}, synthetic faces, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
           f"{MIN_ROUNDS}-{args.rounds} alternating plain/facelab rounds (fewer when a task's rounds pass "
-          f"{TASK_BUDGET_S} s), each of the steps shown (after {SKIP_STEPS} untimed), median img/s. "
+          f"{TASK_BUDGET_S} s), each a fit of 1 + {TIMED_EPOCHS} epochs of the batches shown, timed after the first "
+          "(plain: Keras's epochs, a new iterator each; facelab: one repeated iterator, as `training.fit`), median img/s. "
           "Augmentation on in both "
           f"(keypoints: precomputed copies; emotion: plain = numpy flip+shift per batch in a PyDataset, "
           f"facelab = Keras flip/rotation/translation/zoom/contrast layers in tf.data).\n")
-    print("| task (input px, stem, batch, rounds x timed steps) | plain float32 img/s | facelab img/s "
+    print("| task (input px, stem, batch, rounds x timed epochs of batches) | plain float32 img/s | facelab img/s "
           "| facelab / plain | median of per-round ratios | facelab precision | per-round img/s plain; facelab "
           "| load avg (1 min) start -> end |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- |")

@@ -59,7 +59,8 @@ class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
                                      tracking.load_keras(context.artifacts["emotion_model"]),
                                      list(config["classes"]))
 
-    def predict(self, context, model_input, params=None) -> list[dict]:
+    # The pd.DataFrame hint tells MLflow to keep the explicit signature (no inference, no warning).
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
         from facelab.predict import analyse_encoded
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -51,13 +51,15 @@ def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, tr
            description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame]:
     cfg = params[stage]
     per_epoch = training.images_per_epoch(n_train, cfg["batch_size"])
-    steps = cfg["epochs"] * max(1, per_epoch // cfg["batch_size"])
-    model.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], steps),
+    steps_per_epoch = max(1, per_epoch // cfg["batch_size"])
+    model.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"],
+                                                    cfg["epochs"] * steps_per_epoch),
                   loss=loss, metrics=metrics)
     folder = training.run_folder(stage, {"params": params, "n_train": n_train})
     started = time.perf_counter()
     best, history, progress = training.fit(
-        model, train_ds, val_ds, epochs=cfg["epochs"], images_per_epoch=per_epoch, folder=folder,
+        model, train_ds, val_ds, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch,
+        images_per_epoch=per_epoch, folder=folder,
         resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
         callbacks=[tracking.epoch_logger()])
     seconds = time.perf_counter() - started

@@ -33,3 +33,35 @@ def test_pixels_arrive_as_0_to_255_floats_with_their_targets():
     (x, y), = _batches(make_dataset(IMAGES[:2], TARGETS[:2], 2, shuffle=False, seed=0))
     np.testing.assert_array_equal(x[..., 0], IMAGES[:2].astype(np.float32))
     np.testing.assert_array_equal(y, TARGETS[:2])
+
+
+def test_fit_reads_one_repeated_iterator_and_returns_the_best_epochs_weights(tmp_path):
+    import keras
+
+    from facelab.training import fit
+
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))))
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    seen, weights_after = [], []
+
+    class CountBatches(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen[-1] += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            weights_after.append([w.copy() for w in self.model.get_weights()])
+
+    train = make_dataset(IMAGES, TARGETS, 4, shuffle=True, seed=0)
+    val = make_dataset(IMAGES, TARGETS, 4, shuffle=False, seed=0)
+    best, history, _ = fit(model, train, val, epochs=3, steps_per_epoch=2, images_per_epoch=8,
+                        folder=tmp_path / "run", resume=False, label="test", callbacks=[CountBatches()])
+    assert seen == [2, 2, 2] and int(model.optimizer.iterations) == 6
+    assert history["epoch"] == [0, 1, 2] and all(np.isfinite(history["val_loss"]))
+    best_epoch = int(np.argmin(history["val_loss"]))   # the returned model holds that epoch's weights
+    for kept, recorded in zip(best.get_weights(), weights_after[best_epoch]):
+        np.testing.assert_array_equal(kept, recorded)
+    assert best is not model and getattr(best, "optimizer", None) is None   # saved without optimizer state
