@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,43 @@ from tests.e2e.helpers import make_project_copy, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
 QUEUE_TIMEOUT_S = 900
+WORKER_EXIT_TIMEOUT_S = 60
+
+
+def _start_queue(path: Path, env: dict, jobs: int) -> None:
+    """``dvc queue start`` with its output in a file, not pipes.
+
+    DVC's queue workers are forked from this command and inherit its stdout/stderr; a worker that
+    outlives the queue would keep captured pipes open and block the caller for as long as it lives.
+    """
+    with open(path / "queue-start.log", "ab") as log:
+        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=path, env=env, stdin=subprocess.DEVNULL,
+                       stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop_workers(path: Path, env: dict) -> list[int]:
+    """Stop the queue's workers and wait for them; kill any still alive after the timeout. Returns those killed.
+
+    A worker's idle monitor can decide the queue is empty while its own task still runs (its inspect
+    call times out on a loaded machine); the shutdown it then sends can be lost and the worker idles on.
+    """
+    run(["dvc", "queue", "stop"], path, env, check=False, timeout=120)
+    pids = [int(f.read_text()) for f in (path / ".dvc/tmp/exps/celery").glob("*.pid") if f.read_text().strip()]
+    deadline = time.monotonic() + WORKER_EXIT_TIMEOUT_S
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(1)
+    killed = [pid for pid in pids if _alive(pid)]
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    return killed
 
 
 def _wait_for_queue(path, env) -> str:
@@ -27,8 +68,11 @@ def test_two_queued_experiments_run_concurrently_into_one_store(tmp_path):
     path, env = make_project_copy(tmp_path / "repo")
     run(["dvc", "exp", "run", "--queue", "-S", "train_keypoints.lr=0.001,0.003", "-S", "train_emotion.dropout=0.1"],
         path, env)
-    run(["dvc", "queue", "start", "-j", "2"], path, env)
-    status = _wait_for_queue(path, env)
+    _start_queue(path, env, jobs=2)
+    try:
+        status = _wait_for_queue(path, env)
+    finally:
+        _stop_workers(path, env)
     failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
     logs = "".join(run(["dvc", "queue", "logs", name], path, env, check=False).stdout[-3000:] for name in failed)
     assert not failed, status + logs

@@ -8,7 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab.training import AtomicBackupAndRestore  # noqa: E402
+from facelab.training import AtomicBackupAndRestore, BestWeights  # noqa: E402
 
 X = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
 Y = X @ np.arange(8, dtype=np.float32).reshape(4, 2)
@@ -96,3 +96,25 @@ def test_a_crash_while_saving_keeps_the_previous_epoch_state(tmp_path, monkeypat
     assert seen.epochs == [2]
     for restored, saved in zip(seen.weights_at_start, interrupted.get_weights()):
         np.testing.assert_array_equal(restored, saved)
+
+
+def _fit_keeping_best(folder, epochs=2):
+    backup = AtomicBackupAndRestore(folder / "backup")
+    best = BestWeights(backup, folder / "best.weights.h5", folder / "best.json")
+    _model(0).fit(X, Y, validation_data=(X, Y), epochs=epochs, verbose=0, callbacks=[backup, best])
+    return json.loads((folder / "best.json").read_text())
+
+
+def test_a_resumed_run_keeps_earlier_best_weights_that_it_does_not_beat(tmp_path):
+    (tmp_path / "best.weights.h5").write_bytes(b"earlier best")
+    (tmp_path / "best.json").write_text(json.dumps({"val_loss": 0.0, "epoch": 7}))
+    assert _fit_keeping_best(tmp_path) == {"val_loss": 0.0, "epoch": 7}
+    assert (tmp_path / "best.weights.h5").read_bytes() == b"earlier best"
+
+
+def test_a_best_record_without_its_weights_file_is_ignored(tmp_path):
+    # An older facelab kept best.keras beside best.json: its record must not block this run's best.
+    (tmp_path / "best.json").write_text(json.dumps({"val_loss": 0.0, "epoch": 7}))
+    record = _fit_keeping_best(tmp_path)
+    assert record["epoch"] in (1, 2) and record["val_loss"] > 0
+    assert (tmp_path / "best.weights.h5").stat().st_size > 1000
