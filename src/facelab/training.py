@@ -87,7 +87,8 @@ def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, sh
     Images stay uint8 in memory until the batch is made; augmentation runs on whole batches, one
     batch at a time: with parallel map calls the Keras layers' random draws interleave differently
     on every run, so the same parameters trained a different emotion model each time. In order, the
-    augmentation yields ~10,000 faces/s (48x48) on 2 cores, ~50x what training consumes.
+    augmentation yields 5,000-9,000 faces/s (48x48) on 2 cores, 25x or more what training consumes
+    (``benchmarks/bench_augmentation.py``).
     Shuffled (training) batches are all full: an epoch leaves out its last partial batch (other
     faces each epoch), so the training step is traced for one shape only (a ResNet-18 train step
     takes ~6 s to trace on 2 cores). Unshuffled (evaluation) batches keep every face.

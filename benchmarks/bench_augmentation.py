@@ -1,0 +1,102 @@
+"""Throughput of the on-the-fly emotion augmentation alone: in order (as facelab runs it) or in parallel.
+
+Run from the repository root (not part of run_all: it explains a choice in ``training.make_dataset``):
+
+    python benchmarks/bench_augmentation.py [--batches 300] [--repeats 2]
+
+It reads BATCH-sized batches of random 48x48 faces from ``training.make_dataset`` with the emotion
+augmentation of params.yaml (``augment.emotion_augmenter``), repeated, and reports faces/s of:
+
+* ``in order``: ``make_dataset`` as the pipeline uses it (one map call at a time: the Keras random
+  layers draw in the same order every run);
+* ``parallel``: the same map with ``num_parallel_calls=AUTOTUNE`` (faster, but the draws interleave
+  differently every run, and so did the emotion metrics);
+* ``no augmentation``: ``make_dataset`` without an augmenter, for scale.
+
+It also hashes the first batches of two fresh pipelines of each kind and says whether they match.
+Prints Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+BATCH = 32
+FACES = 4096
+SIZE = 48
+SEED = 1
+EMOTION_AUGMENTATION = dict(flip=True, rotation=0.05, shift=0.1, zoom=0.1, contrast=0.3)
+HASHED_BATCHES = 30
+
+
+def pipeline(kind: str, images: np.ndarray, labels: np.ndarray):
+    import keras
+    import tensorflow as tf
+
+    from facelab import training
+    from facelab.augment import emotion_augmenter
+
+    keras.utils.set_random_seed(SEED)
+    if kind == "no augmentation":
+        return training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED).repeat()
+    augmenter = emotion_augmenter(seed=SEED, **EMOTION_AUGMENTATION)
+    if kind == "in order":
+        return training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED, augmenter=augmenter).repeat()
+    # make_dataset's steps, with the map in parallel
+    batches = (tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(FACES, seed=SEED)
+               .batch(BATCH, drop_remainder=True))
+    augment = lambda x, y: (augmenter(tf.expand_dims(tf.cast(x, tf.float32), -1), training=True), y)  # noqa: E731
+    return batches.map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).repeat()
+
+
+def faces_per_second(ds, batches: int) -> float:
+    iterator = iter(ds)
+    next(iterator)                                    # start-up: tracing and the prefetch buffer
+    started = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * BATCH / (time.perf_counter() - started)
+
+
+def digest(ds) -> str:
+    hashed = hashlib.sha1()
+    for x, _ in ds.take(HASHED_BATCHES):
+        hashed.update(np.asarray(x).tobytes())
+    return hashed.hexdigest()[:12]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    rng = np.random.default_rng(SEED)
+    images = rng.integers(0, 256, (FACES, SIZE, SIZE), dtype=np.uint8)
+    labels = np.zeros(FACES, np.float32)
+    print(f"`python benchmarks/bench_augmentation.py --batches {args.batches} --repeats {args.repeats}` "
+          f"({SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f} at start)\n")
+    print("| map | faces/s (each repeat) | two fresh pipelines draw the same faces |")
+    print("| --- | --- | --- |")
+    for kind in ("in order", "parallel", "no augmentation"):
+        rates = [faces_per_second(pipeline(kind, images, labels), args.batches) for _ in range(args.repeats)]
+        same = digest(pipeline(kind, images, labels)) == digest(pipeline(kind, images, labels))
+        print(f"| {kind} | {', '.join(f'{r:,.0f}' for r in rates)} | {'yes' if same else 'no'} |")
+    print(f"\nLoad average at end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
