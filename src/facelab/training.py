@@ -87,7 +87,7 @@ def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, sh
     Images stay uint8 in memory until the batch is made; augmentation runs on whole batches, one
     batch at a time: with parallel map calls the Keras layers' random draws interleave differently
     on every run, so the same parameters trained a different emotion model each time. In order, the
-    augmentation yields 5,000-9,000 faces/s (48x48) on 2 cores, 25x or more what training consumes
+    augmentation yields 5,000-11,000 faces/s (48x48) on 2 cores, 25x or more what training consumes
     (``benchmarks/bench_augmentation.py``).
     Shuffled (training) batches are all full: an epoch leaves out its last partial batch (other
     faces each epoch), so the training step is traced for one shape only (a ResNet-18 train step
@@ -169,6 +169,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: Path):
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True)
         self.folder = Path(backup_dir)
+        self.saved: tuple[int | None, Path | None] = (None, None)   # (epoch, weights file) of the last save
 
     def _load_model(self):
         state_path = self.folder / self.STATE
@@ -213,7 +214,7 @@ class BestWeights(keras.callbacks.Callback):
         if loss is None or not np.isfinite(loss) or loss >= self.best:
             return
         self.best = float(loss)
-        saved_epoch, saved_path = getattr(self.backup, "saved", (None, None))
+        saved_epoch, saved_path = self.backup.saved
         with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
             tmp.unlink()
             if saved_epoch == epoch + 1:
@@ -243,8 +244,9 @@ def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, 
     ``train_ds`` (one pass = one epoch of ``steps_per_epoch`` batches) is repeated and read through
     one iterator for the whole run: with a new iterator every epoch (Keras's way with a finite
     dataset) epochs 2-6 of the emotion recipe ran at 130-227 img/s on 1.1-1.9 cores, against
-    239-254 img/s on 1.9 cores with one iterator (``benchmarks/bench_iterator.py``). ``folder`` holds the resumable state: ``backup/`` (last epoch),
-    ``best.weights.h5`` and ``history.csv`` (all epochs, across resumes).
+    239-254 img/s on 1.9 cores with one iterator (``benchmarks/bench_iterator.py``).
+    ``folder`` holds the resumable state: ``backup/`` (last epoch), ``best.weights.h5`` and
+    ``history.csv`` (all epochs, across resumes).
     With ``resume`` false any earlier state there is discarded first.
     """
     if not resume and folder.exists():

@@ -37,21 +37,21 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _stop_workers(path: Path, env: dict) -> list[int]:
-    """Stop the queue's workers and wait for them; kill any still alive after the timeout. Returns those killed.
+def _stop_workers(path: Path, env: dict) -> None:
+    """Stop the queue's workers and wait for them; kill any still alive after the timeout.
 
     A worker's idle monitor can decide the queue is empty while its own task still runs (its inspect
     call times out on a loaded machine); the shutdown it then sends can be lost and the worker idles on.
     """
     run(["dvc", "queue", "stop"], path, env, check=False, timeout=120)
-    pids = [int(f.read_text()) for f in (path / ".dvc/tmp/exps/celery").glob("*.pid") if f.read_text().strip()]
+    pid_texts = [f.read_text().strip() for f in (path / ".dvc/tmp/exps/celery").glob("*.pid")]
+    pids = [int(text) for text in pid_texts if text]
     deadline = time.monotonic() + WORKER_EXIT_TIMEOUT_S
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(1)
-    killed = [pid for pid in pids if _alive(pid)]
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
-    return killed
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _wait_for_queue(path, env) -> str:
