@@ -102,7 +102,8 @@ def _train_schema() -> dict[str, tuple]:
         "epochs": _int(1, 10000),
         "batch_size": _int(1, 4096),
         "lr": _num(0.0, 1.0, lo_open=True),
-        "lr_schedule": _choice("constant", "cosine"),
+        "optimizer": _choice("adamw", "sgd"),
+        "lr_schedule": _choice("constant", "cosine", "onecycle"),
         "weight_decay": _num(0.0, 1.0),
         "dropout": _num(0.0, 0.95),
         "width": WIDTH,
@@ -154,7 +155,11 @@ SCHEMA: dict[str, Any] = {
             "contrast": _num(0, 0.9),
         },
     },
-    "train_keypoints": _train_schema(),
+    "train_keypoints": {
+        **_train_schema(),
+        "head": _choice("dense", "flatten", "softargmax"),
+        "loss": _choice("mse", "l1", "wing"),
+    },
     "train_emotion": {
         **_train_schema(),
         "image_size": _int(32, 256),

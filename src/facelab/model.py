@@ -25,6 +25,7 @@ from keras import layers
 STAGE_FILTERS = (1, 2, 4, 8)  # multiples of `width`: 64/128/256/512 at width 64
 BLOCKS_PER_STAGE = 2
 KERNEL_INIT = "he_normal"
+KEYPOINT_HEADS = ("dense", "flatten", "softargmax")  # global pool + dense | 3x3 map flattened + dense | heatmaps
 BN_MOMENTUM = 0.9  # moving statistics settle within tens of steps (Keras default 0.99 needs hundreds)
 
 
@@ -55,8 +56,8 @@ def identity_block(x, filters: int, name: str, l2: float = 0.0):
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0.0):
-    """ResNet-18 feature extractor on a tensor of raw 0-255 pixels; returns pooled features."""
+def resnet18_stages(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0.0) -> list:
+    """ResNet-18 on a tensor of raw 0-255 pixels; returns the output map of each of the 4 stages."""
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
     if stem == "imagenet":
         x = _conv_bn(x, width, 7, 2, "stem", l2)
@@ -70,6 +71,7 @@ def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0
         x = layers.ReLU(name="stem_relu")(x)
     else:
         raise ValueError(f"unknown stem {stem!r}")
+    maps = []
     for stage, multiple in enumerate(STAGE_FILTERS, start=1):
         filters = width * multiple
         stride = 1 if stage == 1 else 2
@@ -80,14 +82,29 @@ def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0
             x = conv_block(x, filters, stride, f"stage{stage}_block1", l2)
         for block in range(2, BLOCKS_PER_STAGE + 1):
             x = identity_block(x, filters, f"stage{stage}_block{block}", l2)
-    return layers.GlobalAveragePooling2D(name="pool")(x)
+        maps.append(x)
+    return maps
+
+
+def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0.0):
+    """ResNet-18 feature extractor on a tensor of raw 0-255 pixels; returns pooled features."""
+    return layers.GlobalAveragePooling2D(name="pool")(resnet18_stages(inputs, width, stem, l2)[-1])
 
 
 def build_keypoint_model(image_size: int = 96, num_outputs: int = 30, width: int = 64,
-                         stem: str = "imagenet", dropout: float = 0.0, l2: float = 0.0) -> keras.Model:
-    """ResNet-18 with a linear head of ``num_outputs`` pixel coordinates."""
+                         stem: str = "imagenet", dropout: float = 0.0, l2: float = 0.0,
+                         head: str = "dense") -> keras.Model:
+    """ResNet-18 with a head of ``num_outputs`` pixel coordinates (``KEYPOINT_HEADS``)."""
     inputs = keras.Input((image_size, image_size, 1), name="image")
-    x = resnet18_body(inputs, width, stem, l2)
+    if head == "softargmax":
+        outputs = _softargmax_head(resnet18_stages(inputs, width, stem, l2), image_size, num_outputs // 2, width)
+        return keras.Model(inputs, outputs, name="facelab_keypoints_resnet18")
+    if head == "dense":
+        x = resnet18_body(inputs, width, stem, l2)
+    elif head == "flatten":
+        x = layers.Flatten(name="flatten")(resnet18_stages(inputs, width, stem, l2)[-1])
+    else:
+        raise ValueError(f"unknown keypoint head {head!r}")
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     # The dense layer predicts coordinates centred and scaled to about [-1, 1]; map them to pixels.
@@ -95,6 +112,52 @@ def build_keypoint_model(image_size: int = 96, num_outputs: int = 30, width: int
     half = image_size / 2.0
     outputs = layers.Rescaling(half, offset=half, dtype="float32", name="keypoints")(x)
     return keras.Model(inputs, outputs, name="facelab_keypoints_resnet18")
+
+
+def _softargmax_head(maps: list, image_size: int, num_points: int, width: int):
+    """Heatmaps on the stride-8 map (stage 2 + upsampled stages 3 and 4), one per keypoint -> expected x, y."""
+    x = maps[-1]
+    for stage in (3, 2):
+        skip = maps[stage - 1]
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"head_up{stage}")(x)
+        x = layers.Cropping2D(((0, x.shape[1] - skip.shape[1]), (0, x.shape[2] - skip.shape[2])),
+                              name=f"head_crop{stage}")(x) if x.shape[1] != skip.shape[1] else x
+        x = _conv_bn(x, width * 2, 1, 1, f"head_lateral{stage}", 0.0) if x.shape[-1] != width * 2 else x
+        x = layers.Add(name=f"head_add{stage}")([x, _conv_bn(skip, width * 2, 1, 1, f"head_skip{stage}", 0.0)])
+        x = layers.ReLU(name=f"head_relu{stage}")(x)
+    x = _conv_bn(x, width * 2, 3, 1, "head_mix", 0.0)
+    x = layers.ReLU(name="head_mix_relu")(x)
+    heatmaps = layers.Conv2D(num_points, 1, dtype="float32", name="heatmaps")(x)
+    return SpatialSoftArgmax(image_size, dtype="float32", name="keypoints")(heatmaps)
+
+
+@keras.saving.register_keras_serializable(package="facelab")
+class SpatialSoftArgmax(layers.Layer):
+    """(B, h, w, K) heatmap logits -> (B, 2K) expected (x, y) of each softmax-normalised map, in input pixels.
+
+    Cell (i, j) of an ``h`` x ``w`` map over an ``image_size`` input stands for the pixel at its
+    centre, ((j + 0.5) * image_size / w - 0.5, (i + 0.5) * image_size / h - 0.5) (DSNT, Nibali et al. 2018).
+    """
+
+    def __init__(self, image_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+
+    def call(self, heatmaps):
+        ops = keras.ops
+        h, w, k = heatmaps.shape[1], heatmaps.shape[2], heatmaps.shape[3]
+        flat = ops.reshape(ops.cast(heatmaps, "float32"), (-1, h * w, k))
+        weights = ops.softmax(flat, axis=1)
+        ys = (ops.arange(h, dtype="float32") + 0.5) * (self.image_size / h) - 0.5
+        xs = (ops.arange(w, dtype="float32") + 0.5) * (self.image_size / w) - 0.5
+        grid_x = ops.reshape(ops.tile(xs[None, :], (h, 1)), (1, h * w, 1))
+        grid_y = ops.reshape(ops.tile(ys[:, None], (1, w)), (1, h * w, 1))
+        x = ops.sum(weights * grid_x, axis=1)
+        y = ops.sum(weights * grid_y, axis=1)
+        return ops.reshape(ops.stack([x, y], axis=-1), (-1, 2 * k))
+
+    def get_config(self):
+        return {**super().get_config(), "image_size": self.image_size}
 
 
 def build_emotion_model(num_classes: int, input_size: int = 48, image_size: int = 48, width: int = 64,

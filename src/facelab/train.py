@@ -53,7 +53,7 @@ def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, tr
     per_epoch = training.images_per_epoch(n_train, cfg["batch_size"])
     steps_per_epoch = max(1, per_epoch // cfg["batch_size"])
     model.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"],
-                                                    cfg["epochs"] * steps_per_epoch),
+                                                    cfg["epochs"] * steps_per_epoch, cfg["optimizer"]),
                   loss=loss, metrics=metrics)
     folder = training.run_folder(stage, {"params": params, "n_train": n_train})
     started = time.perf_counter()
@@ -88,16 +88,18 @@ def run_keypoints(params: dict) -> dict:
         policy = training.set_precision(cfg["precision"])
         with training.distribution_strategy().scope():
             model = build_keypoint_model(KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"],
-                                         dropout=cfg["dropout"])
+                                         dropout=cfg["dropout"], head=cfg["head"])
         train_ds = training.make_dataset(train["images"], train["keypoints"], cfg["batch_size"], shuffle=True,
                                          seed=seed)
         val_ds = training.make_dataset(val["images"], val["keypoints"], cfg["batch_size"], shuffle=False, seed=seed)
         example = val["images"][:2, :, :, None].astype(np.float32)
-        _, summary, frame = _train("train_keypoints", params, model, training.masked_mse, [], train_ds, val_ds,
+        _, summary, frame = _train("train_keypoints", params, model, training.KEYPOINT_LOSSES[cfg["loss"]],
+                                   [training.masked_mse], train_ds, val_ds,
                                    len(train["images"]), policy, KEYPOINT_MODEL,
                                    params["tracking"]["keypoints_model"], example,
                                    "ResNet-18 facial keypoints: 96x96 grayscale (0-255) -> 30 pixel coordinates")
-        summary["val_rmse_px"] = float(np.sqrt(summary["best_val_loss"]))
+        best_row = frame.loc[frame["val_loss"].idxmin()]
+        summary["val_rmse_px"] = float(np.sqrt(best_row["val_masked_mse"]))
         write_json(METRICS_DIR / "train_keypoints.json", summary)
         tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if not isinstance(v, str)})
     return summary

@@ -63,14 +63,43 @@ def distribution_strategy() -> tf.distribute.Strategy:
 
 # --- losses ---------------------------------------------------------------------------------
 
-@keras.saving.register_keras_serializable(package="facelab")
-def masked_mse(y_true, y_pred):
-    """Mean squared error over the coordinates that exist (NaN in y_true = missing)."""
+def _masked_errors(y_true, y_pred):
+    """(|error| per coordinate with missing ones zeroed, count of present coordinates per face)."""
     y_true = keras.ops.cast(y_true, y_pred.dtype)
     present = keras.ops.logical_not(keras.ops.isnan(y_true))
     diff = keras.ops.where(present, y_true - y_pred, keras.ops.zeros_like(y_pred))
     count = keras.ops.maximum(keras.ops.sum(keras.ops.cast(present, y_pred.dtype), axis=-1), 1.0)
-    return keras.ops.sum(keras.ops.square(diff), axis=-1) / count
+    return keras.ops.abs(diff), count
+
+
+@keras.saving.register_keras_serializable(package="facelab")
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the coordinates that exist (NaN in y_true = missing)."""
+    error, count = _masked_errors(y_true, y_pred)
+    return keras.ops.sum(keras.ops.square(error), axis=-1) / count
+
+
+@keras.saving.register_keras_serializable(package="facelab")
+def masked_l1(y_true, y_pred):
+    """Mean absolute error in pixels over the coordinates that exist: less pulled by noisy labels than MSE."""
+    error, count = _masked_errors(y_true, y_pred)
+    return keras.ops.sum(error, axis=-1) / count
+
+
+WING_WIDTH, WING_CURVATURE = 10.0, 2.0   # pixels (Feng et al., CVPR 2018, on 128 px faces)
+
+
+@keras.saving.register_keras_serializable(package="facelab")
+def masked_wing(y_true, y_pred):
+    """Wing loss over the coordinates that exist: log-shaped below WING_WIDTH px (small errors weigh more), L1 above."""
+    error, count = _masked_errors(y_true, y_pred)
+    w, eps = WING_WIDTH, WING_CURVATURE
+    offset = w - w * np.log1p(w / eps)
+    loss = keras.ops.where(error < w, w * keras.ops.log1p(error / eps), error - offset)
+    return keras.ops.sum(loss, axis=-1) / count
+
+
+KEYPOINT_LOSSES = {"mse": masked_mse, "l1": masked_l1, "wing": masked_wing}
 
 
 # --- input pipelines ------------------------------------------------------------------------
@@ -115,12 +144,39 @@ def images_per_epoch(n_images: int, batch_size: int) -> int:
 
 # --- optimiser ------------------------------------------------------------------------------
 
-def make_optimizer(lr: float, schedule: str, weight_decay: float, steps: int) -> keras.optimizers.Optimizer:
+@keras.saving.register_keras_serializable(package="facelab")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from ``peak / 10`` to ``peak`` over ``warmup`` of the steps, then linear decay to 0."""
+
+    def __init__(self, peak: float, steps: int, warmup: float = 0.15):
+        self.peak, self.steps, self.warmup = float(peak), int(steps), float(warmup)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        up = max(1.0, self.steps * self.warmup)
+        rising = self.peak * (0.1 + 0.9 * step / up)
+        falling = self.peak * keras.ops.maximum(0.0, (self.steps - step) / max(1.0, self.steps - up))
+        return keras.ops.where(step < up, rising, falling)
+
+    def get_config(self):
+        return {"peak": self.peak, "steps": self.steps, "warmup": self.warmup}
+
+
+SGD_MOMENTUM = 0.9
+
+
+def make_optimizer(lr: float, schedule: str, weight_decay: float, steps: int,
+                   optimizer: str = "adamw") -> keras.optimizers.Optimizer:
+    """AdamW (Adam without decay) or SGD with Nesterov momentum, on a constant, cosine or one-cycle rate."""
     rate = lr
     if schedule == "cosine":
         warmup = max(1, steps // 20)
         rate = keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=max(1, steps - warmup),
                                                       warmup_target=lr, warmup_steps=warmup, alpha=0.01)
+    elif schedule == "onecycle":
+        rate = OneCycle(lr, steps)
+    if optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay or None)
     if weight_decay:
         return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
     return keras.optimizers.Adam(rate)
