@@ -47,7 +47,7 @@ def pipeline(kind: str, images: np.ndarray, labels: np.ndarray):
     import tensorflow as tf
 
     from facelab import training
-    from facelab.augment import emotion_augmenter
+    from facelab.augmentation import emotion_augmenter
 
     keras.utils.set_random_seed(SEED)
     if kind == "no augmentation":

@@ -28,10 +28,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import cv2  # noqa: E402
+import goals  # noqa: E402  (benchmarks/goals.py)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
-import goals  # noqa: E402  (benchmarks/goals.py)
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +79,7 @@ def main() -> int:
     import tensorflow as tf
 
     from facelab import photos
-    from facelab.combine import FaceAnalyzer
+    from facelab.analyzer import FaceAnalyzer
     from facelab.config import load_params
     from facelab.model import build_emotion_model, build_keypoint_model
     from facelab.predict import analyse_images

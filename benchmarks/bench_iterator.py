@@ -39,7 +39,7 @@ def build(task: str, faces: int):
     import keras
 
     from facelab import training
-    from facelab.augment import emotion_augmenter
+    from facelab.augmentation import emotion_augmenter
     from facelab.model import build_emotion_model, build_keypoint_model
 
     rng = np.random.default_rng(SEED)

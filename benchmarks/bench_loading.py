@@ -28,8 +28,8 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,16 +37,17 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from facelab import loaders  # noqa: E402
-from facelab.formats import KEYPOINT_COLUMNS  # noqa: E402
-
 import goals  # noqa: E402  (benchmarks/goals.py)
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
-SHARED_DATA = REPO.parent / "shared" / "data"
-FER_FILE = SHARED_DATA / "fer2013" / "fer2013-train-publictest.csv.gz"
-YTF_TRAIN = SHARED_DATA / "keypoints" / "ytf-keypoints-train.csv.gz"
-YTF_VAL = SHARED_DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
+from facelab import loaders  # noqa: E402
+from facelab.config import SHARED_DATA  # noqa: E402
+from facelab.formats import KEYPOINT_COLUMNS  # noqa: E402
+
+DATA = REPO / SHARED_DATA
+FER_FILE = DATA / "fer2013" / "fer2013-train-publictest.csv.gz"
+YTF_TRAIN = DATA / "keypoints" / "ytf-keypoints-train.csv.gz"
+YTF_VAL = DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
 REPEATS = 3
 KAGGLE_ROWS = 7049
 

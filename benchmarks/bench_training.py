@@ -51,9 +51,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-
 import goals  # noqa: E402  (benchmarks/goals.py)
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -203,7 +202,7 @@ def keypoint_variants(params: dict, steps: int):
     import keras
 
     from facelab import synthetic, training
-    from facelab.augment import expand_keypoint_training_set
+    from facelab.augmentation import expand_keypoint_training_set
     from facelab.model import build_keypoint_model
 
     cfg, aug = params["train_keypoints"], dict(params["augment"]["keypoints"])
@@ -232,7 +231,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     import keras
 
     from facelab import synthetic, training
-    from facelab.augment import emotion_augmenter
+    from facelab.augmentation import emotion_augmenter
     from facelab.model import build_emotion_model
     from facelab.train import class_weights
 
@@ -299,7 +298,8 @@ def main() -> int:
         pair_ratio = statistics.median(o / p for o, p in zip(rates["facelab"], rates["plain"]))
         stem = params["train_keypoints" if task == "keypoints" else "train_emotion"]["stem"]
         size = {"keypoints": "96", "emotion": "48", "emotion96": "48->96"}[task]
-        label = f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} rounds x {TIMED_EPOCHS} epochs of {steps} batches)"
+        label = (f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} rounds x {TIMED_EPOCHS} "
+                 f"epochs of {steps} batches)")
         rows.append((label, flops, plain, ours, pair_ratio, policy, load_start, load_end, rates))
         del variants
 
@@ -310,7 +310,8 @@ def main() -> int:
           f"ResNet-18 width {WIDTH}, synthetic faces, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
           f"{MIN_ROUNDS}-{args.rounds} alternating plain/facelab rounds (fewer when a task's rounds pass "
           f"{TASK_BUDGET_S} s), each a fit of 1 + {TIMED_EPOCHS} epochs of the batches shown, timed after the first "
-          "(plain: Keras's epochs, a new iterator each; facelab: one repeated iterator, as `training.fit`), median img/s. "
+          "(plain: Keras's epochs, a new iterator each; facelab: one repeated iterator, as `training.fit`), "
+          "median img/s. "
           "Augmentation on in both "
           f"(keypoints: precomputed copies; emotion: plain = numpy flip+shift per batch in a PyDataset, "
           f"facelab = Keras flip/rotation/translation/zoom/contrast layers in tf.data).\n")
@@ -318,7 +319,7 @@ def main() -> int:
           "| facelab / plain | median of per-round ratios | facelab precision | per-round img/s plain; facelab "
           "| load avg (1 min) start -> end |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- |")
-    for task, flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
+    for task, _flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
         per_round = (", ".join(f"{r:.1f}" for r in rates["plain"]) + "; "
                      + ", ".join(f"{r:.1f}" for r in rates["facelab"]))
         print(f"| {task} | {plain:.1f} | {ours:.1f} | **{ours / plain:.2f}x** | {pair_ratio:.2f}x "
@@ -330,7 +331,7 @@ def main() -> int:
     print("| task | forward GFLOP/image | training GFLOP/image (3x) | plain: achieved GFLOP/s (% of fp32 peak) "
           "| facelab: achieved GFLOP/s (% of its dtype's peak) |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    for task, flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
+    for task, flops, plain, ours, _pair_ratio, policy, _l0, _l1, _rates in rows:
         task = task.split(" (")[0]
         peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
         a_plain, a_ours = 3 * flops * plain, 3 * flops * ours
@@ -338,7 +339,7 @@ def main() -> int:
               f"({100 * a_plain / peaks['float32']:.0f} %) | {a_ours / 1e9:.1f} ({100 * a_ours / peak_ours:.0f} %"
               f"{' of bf16' if 'bfloat16' in policy else ''}) |")
     print()
-    for task, flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
+    for task, flops, plain, ours, pair_ratio, policy, _l0, _l1, _rates in rows:
         peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
         goals.record(f"training {task.split(' (')[0]} >= 1.3x the plain recipe",
                      f"{ours / plain:.2f}x ({plain:.0f} -> {ours:.0f} img/s; per-round median {pair_ratio:.2f}x)",

@@ -1,5 +1,5 @@
-"""DVC stage `combine`: both champion models from the registry -> reports/combine/faces.png."""
-from facelab.cli import stage
+"""DVC stage `combine`: the champion versions named in models/champions.json -> reports/combine/faces.png."""
 from facelab.combine import run
+from facelab.runner import stage
 
 stage(run)

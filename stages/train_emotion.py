@@ -1,5 +1,5 @@
 """DVC stage `train_emotion`: ResNet-18 emotion classifier -> models/emotion.keras, registered."""
-from facelab.cli import stage
+from facelab.runner import stage
 from facelab.train import run_emotion
 
 stage(run_emotion)

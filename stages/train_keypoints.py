@@ -1,5 +1,5 @@
 """DVC stage `train_keypoints`: ResNet-18 keypoint regressor -> models/keypoints.keras, registered."""
-from facelab.cli import stage
+from facelab.runner import stage
 from facelab.train import run_keypoints
 
 stage(run_keypoints)

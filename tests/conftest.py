@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from facelab.config import SHARED_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    data = (REPO / SHARED_DATA).resolve()
+    if not data.exists():
+        pytest.skip(f"real data not found at {data}")
+    return data

@@ -40,7 +40,9 @@ from mlflow.types import ColSpec, Schema
 
 import facelab
 from facelab import tracking
+from facelab.analyzer import FaceAnalyzer
 from facelab.errors import FacelabError
+from facelab.predict import analyse_encoded
 
 IMAGE_COLUMN, NAME_COLUMN = "image", "name"
 ARTIFACT_NAME = "analyzer"
@@ -51,8 +53,6 @@ class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
     """pyfunc: a DataFrame of base64 image files in, one ``facelab predict`` record per row out."""
 
     def load_context(self, context) -> None:
-        from facelab.combine import FaceAnalyzer
-
         config = context.model_config or {}
         self.batch_faces = int(config.get("batch_faces", 64))
         self.analyzer = FaceAnalyzer(tracking.load_keras(context.artifacts["keypoints_model"]),
@@ -61,8 +61,6 @@ class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
 
     # The pd.DataFrame hint tells MLflow to keep the explicit signature (no inference, no warning).
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
-        from facelab.predict import analyse_encoded
-
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if IMAGE_COLUMN not in frame.columns:
             raise FacelabError(f"the input needs a column {IMAGE_COLUMN!r} of base64-encoded image files "
@@ -117,29 +115,44 @@ class Champions:
 
 def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path,
                     alias: str = tracking.CHAMPION) -> Champions:
-    """Resolve ``alias`` of both models once and download those versions under ``folder``.
+    """Resolve ``alias`` of both models once and download those versions under ``folder``."""
+    client = MlflowClient()
+    versions = {}
+    for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
+        try:
+            versions[task] = int(tracking.retry(lambda: client.get_model_version_by_alias(name, alias),
+                                                "get alias").version)
+        except Exception as exc:  # MLflow's not-found error: say which model has no such version
+            raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
+    return fetch_versions({"keypoints": keypoints_name, "emotion": emotion_name}, versions, folder)
 
-    Everything built from the result (combine's pictures, the served analyser) uses the same two
-    versions even if another run moves the alias meanwhile, and each model is downloaded once.
+
+def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path, source: str = "") -> Champions:
+    """Download the given versions (task -> registered name, task -> version) under ``folder``.
+
+    Everything built from the result (combine's pictures, the served analyser) uses these two
+    versions even if another run moves an alias meanwhile, and each model is downloaded once.
+    ``source`` names where the versions came from, for the error when one no longer exists.
     """
     client = MlflowClient()
-    names = {"keypoints": keypoints_name, "emotion": emotion_name}
     found = {}
     for task, name in names.items():
         try:
-            found[task] = tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias")
-        except Exception as exc:  # MLflow's not-found error: say which model has no such version
-            raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
+            found[task] = tracking.retry(lambda: client.get_model_version(name, str(versions[task])), "get version")
+        except Exception:  # MLflow's not-found error
+            where = f" (named in {source})" if source else ""
+            raise FacelabError(f"models:/{name}/{versions[task]}{where}: no such model version in "
+                               f"{tracking.tracking_uri()}: rerun evaluate (dvc repro -f evaluate)") from None
     classes = found["emotion"].tags.get("classes")
     if not classes:
-        raise FacelabError(f"models:/{emotion_name}/{found['emotion'].version}: no 'classes' tag")
+        raise FacelabError(f"models:/{names['emotion']}/{versions['emotion']}: no 'classes' tag")
     folders = {}
     for task, name in names.items():
-        uri = f"models:/{name}/{found[task].version}"  # the version, not the alias: it cannot move meanwhile
+        uri = f"models:/{name}/{versions[task]}"
         folders[task] = tracking.retry(
             lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(folder) / task)),
             "download model")
-    return Champions(names, {task: int(v.version) for task, v in found.items()}, folders, classes.split(","))
+    return Champions(dict(names), {task: int(v) for task, v in versions.items()}, folders, classes.split(","))
 
 
 def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: str = tracking.CHAMPION) -> dict:

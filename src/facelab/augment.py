@@ -1,125 +1,35 @@
-"""Data augmentation: geometric and photometric changes that keep labels true.
+"""The ``augment`` stage: the expanded keypoint training set and previews of both augmentations.
 
-Keypoints (numpy + OpenCV, run once by the ``augment`` stage): a horizontal flip mirrors
-every x coordinate and swaps each left/right keypoint pair (formats.FLIP_PERMUTATION);
-rotations, shifts and scalings are one affine warp applied to the pixels and to the
-keypoints alike; brightness/contrast changes leave keypoints where they are.
-
-Emotion (Keras preprocessing layers, applied on the fly by ``tf.data`` while training):
-random flip, rotation, translation, zoom and contrast. ``emotion_augmenter`` builds them.
+Writes ``data/augmented/keypoints_train.npz`` (the prepared training faces followed by
+``augment.keypoints.copies`` augmented copies of each, ``facelab.augmentation``) and
+``reports/augment/*.png``: prepared faces above augmented ones, keypoints moved with the pixels,
+and three on-the-fly draws of the emotion augmentation layers.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from facelab.formats import FLIP_PERMUTATION
+from facelab import artifacts, tracking, viz
+from facelab.augmentation import augment_keypoint_faces, emotion_augmenter, expand_keypoint_training_set
+from facelab.config import REPORTS_DIR
 
-
-def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
-    """Keypoints (N, 30) of horizontally flipped images: x -> width-1-x, left/right swapped."""
-    pts = keypoints.reshape(len(keypoints), -1, 2).copy()
-    pts[..., 0] = (width - 1) - pts[..., 0]
-    return pts[:, list(FLIP_PERMUTATION), :].reshape(keypoints.shape)
-
-
-def flip_images(images: np.ndarray) -> np.ndarray:
-    """Images (N, H, W) mirrored left-right."""
-    return images[:, :, ::-1]
-
-
-def _affine(rng: np.random.Generator, size: int, rotation_deg: float, shift_px: float, scale: float) -> np.ndarray:
-    angle = rng.uniform(-rotation_deg, rotation_deg)
-    zoom = 1.0 + rng.uniform(-scale, scale)
-    centre = ((size - 1) / 2.0, (size - 1) / 2.0)
-    matrix = cv2.getRotationMatrix2D(centre, angle, zoom)
-    matrix[:, 2] += rng.uniform(-shift_px, shift_px, size=2)
-    return matrix
-
-
-def augment_keypoint_faces(images: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, *,
-                           flip: bool, rotation_deg: float, shift_px: float, scale: float,
-                           brightness: float) -> tuple[np.ndarray, np.ndarray]:
-    """One random augmented copy of each face, keypoints moved with the pixels.
-
-    Copies whose moved keypoints would leave the frame keep their original geometry.
-    """
-    n, size, _ = images.shape
-    out_images = np.empty_like(images)
-    out_points = keypoints.astype(np.float32, copy=True)
-    do_flip = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
-    for i in range(n):
-        image, points = images[i], keypoints[i].reshape(-1, 2)
-        if do_flip[i]:
-            image = image[:, ::-1]
-            points = flip_keypoints(keypoints[i:i + 1], size)[0].reshape(-1, 2)
-        if rotation_deg or shift_px or scale:
-            matrix = _affine(rng, size, rotation_deg, shift_px, scale)
-            moved = points @ matrix[:, :2].T + matrix[:, 2]
-            if np.all((moved >= 0) & (moved <= size - 1) | np.isnan(moved)):
-                image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size),
-                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                points = moved
-        if brightness:
-            gain = 1.0 + rng.uniform(-brightness, brightness)
-            bias = rng.uniform(-brightness, brightness) * 64.0
-            image = np.clip(image.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-        out_images[i] = image
-        out_points[i] = np.asarray(points, np.float32).reshape(-1)
-    return out_images, out_points
-
-
-def expand_keypoint_training_set(images: np.ndarray, keypoints: np.ndarray, copies: int, seed: int,
-                                 **settings) -> tuple[np.ndarray, np.ndarray]:
-    """The original faces followed by ``copies`` augmented copies of each."""
-    rng = np.random.default_rng(seed)
-    all_images, all_points = [images], [keypoints.astype(np.float32)]
-    for _ in range(copies):
-        aug_images, aug_points = augment_keypoint_faces(images, keypoints, rng, **settings)
-        all_images.append(aug_images)
-        all_points.append(aug_points)
-    return np.concatenate(all_images), np.concatenate(all_points)
-
-
-def emotion_augmenter(flip: bool, rotation: float, shift: float, zoom: float, contrast: float, seed: int):
-    """Keras preprocessing layers that augment a batch of (H, W, 1) 0-255 images on the fly."""
-    import keras  # local: the numpy half of this module must not need TensorFlow
-    from keras import layers
-
-    steps = []
-    if flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed))
-    if rotation:
-        steps.append(layers.RandomRotation(rotation, fill_mode="nearest", seed=seed + 1))
-    if shift:
-        steps.append(layers.RandomTranslation(shift, shift, fill_mode="nearest", seed=seed + 2))
-    if zoom:
-        steps.append(layers.RandomZoom(zoom, fill_mode="nearest", seed=seed + 3))
-    if contrast:
-        steps.append(layers.RandomContrast(contrast, value_range=(0, 255), seed=seed + 4))
-    return keras.Sequential(steps, name="emotion_augmentation")
-
-
-# --- the stage --------------------------------------------------------------------------------
+STAGE = "augment"
 
 PREVIEW_FACES = 8
 
 
 def run(params: dict) -> dict:
     """The ``augment`` stage: expanded keypoint training set + preview pictures of both augmentations."""
-    from facelab import tracking, viz
-    from facelab.config import AUGMENTED_DIR, PREPARED_DIR, REPORTS_DIR
-    from facelab.prepare import load_split, save_split
-
+    files = artifacts.stage_files(STAGE)
     cfg = params["augment"]
     seed = params["seed"]
-    with tracking.stage_run("augment", {"seed": seed, "augment": cfg}, params["tracking"]["experiment"]):
-        train = load_split(PREPARED_DIR / "keypoints_train.npz")
+    with tracking.stage_run(STAGE, {"seed": seed, "augment": cfg}, params["tracking"]["experiment"]):
+        train = artifacts.load_split(files["keypoints_train"])
         kp_cfg = dict(cfg["keypoints"])
         copies = kp_cfg.pop("copies")
         images, points = expand_keypoint_training_set(train["images"], train["keypoints"], copies, seed, **kp_cfg)
-        save_split(AUGMENTED_DIR / "keypoints_train.npz", images=images, keypoints=points)
+        artifacts.save_split(artifacts.AUGMENTED_KEYPOINTS_TRAIN, images=images, keypoints=points)
 
         reports = REPORTS_DIR / "augment"
         rng = np.random.default_rng(seed)
@@ -129,7 +39,7 @@ def run(params: dict) -> dict:
                       keypoints=np.concatenate([original_points, moved_points]), columns=PREVIEW_FACES,
                       suptitle="top: prepared faces; bottom: augmented copies (keypoints moved with the pixels)")
 
-        faces = load_split(PREPARED_DIR / "emotion_train.npz")["images"][:PREVIEW_FACES]
+        faces = artifacts.load_split(files["emotion_train"])["images"][:PREVIEW_FACES]
         layers = emotion_augmenter(seed=seed, **cfg["emotion"])
         batch = faces[..., None].astype(np.float32)
         rows = [faces] + [np.asarray(layers(batch, training=True))[..., 0] for _ in range(3)]

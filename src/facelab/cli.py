@@ -1,62 +1,26 @@
-"""facelab's command line, and the wrapper every DVC stage script runs through.
+"""facelab's command line: ``facelab stage|check-params|params|metrics-gate|predict``.
 
-Errors a user can fix (``FacelabError``) print as one line, ``facelab: error: ...``, and exit
-with status 1; set ``FACELAB_DEBUG=1`` (or pass ``--debug``) for the traceback. Ctrl-C or
-SIGTERM exits with 130.
+Every command runs through ``facelab.runner.guarded``: errors a user can fix (``FacelabError``)
+print as one line, ``facelab: error: ...``, and exit with status 1; ``--debug`` (or
+``FACELAB_DEBUG=1``) shows the traceback. Ctrl-C or SIGTERM exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import os
+import shlex
 import sys
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
-from facelab.errors import FacelabError
-
-# TensorFlow's C++ INFO lines (e.g. the CPU-features notice) in every stage bury the progress lines;
-# warnings and errors still show, and TF_CPP_MIN_LOG_LEVEL=0 brings them back. TensorFlow 2.21
-# prints its "oneDNN custom operations are on" notice whatever this says.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
-
-
-def _debug() -> bool:
-    return os.environ.get("FACELAB_DEBUG", "") not in ("", "0", "false")
-
-
-def guarded(fn: Callable[[], object]) -> int:
-    """Run ``fn``; turn FacelabError into one line on stderr and an exit status.
-
-    ``fn`` may return an int: the exit status (e.g. metrics-gate's 1 for a regression); else 0.
-    """
-    try:
-        status = fn()
-        return status if type(status) is int else 0
-    except FacelabError as exc:
-        if _debug():
-            raise
-        print(f"facelab: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("facelab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-def stage(run: Callable[[dict], object], params_file: str = "params.yaml") -> None:
-    """Entry point of a DVC stage script: validated params in, one call out, exit status back."""
-    from facelab.config import load_params
-
-    sys.exit(guarded(lambda: run(load_params(params_file))))
+from facelab.config import load_params
+from facelab.runner import EXIT_ERROR, guarded
 
 
 def _cmd_stage(args) -> None:
-    import importlib
-
     module, function = STAGES[args.name]
-    from facelab.config import load_params
-
     getattr(importlib.import_module(module), function)(load_params(args.params))
 
 
@@ -80,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_stage)
     p = sub.add_parser("check-params", help="validate params.yaml and exit")
     p.add_argument("--params", default="params.yaml")
-    p.set_defaults(handler=lambda a: __import__("facelab.config").config.load_params(a.params)
+    p.set_defaults(handler=lambda a: load_params(a.params)
                    and print(f"{a.params}: ok"))
     p = sub.add_parser("params", help="edit params.yaml")
     params_sub = p.add_subparsers(dest="action", required=True)
@@ -111,9 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_predict(args) -> int:
-    import json
-
-    from facelab.config import load_params
     from facelab.predict import analyse_photos, load_analyzer, output_paths
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
@@ -137,8 +98,6 @@ def _cmd_params_apply(args) -> None:
 
 
 def _cmd_params_sets(args) -> None:
-    import shlex
-
     from facelab.profiles import set_arguments
 
     print(" ".join(shlex.quote(a) for a in set_arguments(args.profile)))

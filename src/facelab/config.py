@@ -9,14 +9,19 @@ means the same place from every copy.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from facelab.errors import FacelabError
+from facelab.formats import fer_label_id
 
 PARAMS_FILE = "params.yaml"
+# The real data sets beside the repository (read-only), relative to the workspace root as
+# profiles/*.yaml name them; tests and benchmarks resolve it against their checkout.
+SHARED_DATA = Path("..") / "shared" / "data"
 
 # Outputs, relative to the stage's working copy (DVC tracks them there).
 RAW_DIR = Path("data/raw")
@@ -51,6 +56,11 @@ def workspace_root() -> Path:
         if parts[i:i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return root
+
+
+def in_queued_experiment() -> bool:
+    """True in a queued ``dvc exp run`` (a temporary copy of the repository, not the user's workspace)."""
+    return repo_root() != workspace_root()
 
 
 def user_path(path: str | os.PathLike) -> Path:
@@ -111,6 +121,8 @@ def _train_schema() -> dict[str, tuple]:
         "precision": PRECISION,
         "resume": BOOL,
         "early_stopping_patience": _int(0),
+        # test-time averaging baked into the saved model (facelab.tta): mirror image, and 4 shifts of s px
+        "tta": {"flip": BOOL, "shift_px": _int(0, 16)},
     }
 
 
@@ -167,7 +179,6 @@ SCHEMA: dict[str, Any] = {
         "class_weights": _choice("none", "balanced", "sqrt"),
     },
     "evaluate": {
-        "tta_flip": BOOL,
         "champion_metric_keypoints": _choice("keypoints.rmse_px"),
         "champion_metric_emotion": _choice("emotion.f1_weighted", "emotion.accuracy", "emotion.f1_macro"),
     },
@@ -218,7 +229,6 @@ def validate_params(params: dict, source: Path | str = PARAMS_FILE) -> dict:
         section = params["data"][task]
         if section["source"] == "file" and not section["path"]:
             raise FacelabError(f"{source}: data.{task}.source is 'file' but data.{task}.path is not set")
-    from facelab.formats import fer_label_id  # local: keeps this module import-light
     for name in params["data"]["emotion"]["classes"]:
         try:
             fer_label_id(name)

@@ -1,75 +1,101 @@
 """The ``evaluate`` stage: both models on their held-out test sets, and the champion decision.
 
 Writes ``metrics/evaluate.json`` (keypoint RMSE in pixels overall and per keypoint, emotion
-weighted F1, accuracy, macro F1 and per-class report, each beside its trivial baseline),
-``plots/emotion_predictions.csv`` for ``dvc plots``' confusion template, and pictures under
-``reports/evaluate``. In MLflow it tags each registered version with its test metric and
-moves ``champion`` to it only when that metric is no worse than the current champion's.
+weighted F1, accuracy, macro F1 and per-class report, each beside its trivial baseline, and the
+precision each model computed in), ``plots/emotion_predictions.csv`` for ``dvc plots``'
+confusion template, and pictures under ``reports/evaluate``. The models run through
+``inference.predict`` exactly as ``facelab predict`` and the served analyser run them (their
+test-time averaging is inside the saved models).
+
+In MLflow it logs the test sets as datasets, finds the registered version of each
+``models/*.keras`` by the file's md5, tags it with its test metric and what it was measured on,
+and applies the champion rules (``tracking.promote``). The versions holding ``champion``
+afterwards are written to ``models/champions.json``: the file ``combine`` depends on, so that
+moving ``champion`` makes ``combine`` stale.
 """
 
 from __future__ import annotations
 
-import json
-
-import keras
 import numpy as np
 import pandas as pd
 
-from facelab import inference, tracking, viz
+from facelab import artifacts, inference, tracking, viz
 from facelab.atomic import atomic_path, write_json
-from facelab.config import AUGMENTED_DIR, METRICS_DIR, PLOTS_DIR, PREPARED_DIR, REPORTS_DIR
-from facelab.metrics import (emotion_scores, keypoint_rmse, keypoint_rmse_per_point, majority_baseline,
-                             mean_keypoints_baseline)
-from facelab.prepare import load_split
-from facelab.train import EMOTION_MODEL, KEYPOINT_MODEL, registry_ref_path
+from facelab.config import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, in_queued_experiment
+from facelab.errors import FacelabError
+from facelab.formats import KEYPOINT_NAMES
+from facelab.metrics import (
+    emotion_scores,
+    keypoint_rmse,
+    keypoint_rmse_per_point,
+    majority_baseline,
+    mean_keypoints_baseline,
+)
 
+STAGE = "evaluate"
 # metric -> higher is better?
 METRIC_DIRECTIONS = {"keypoints.rmse_px": False, "emotion.f1_weighted": True, "emotion.accuracy": True,
                      "emotion.f1_macro": True}
 
 
-def load_local(path) -> keras.Model:
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+def test_set_tags(task: str, test: dict[str, np.ndarray], model) -> dict[str, str]:
+    """What a test figure of ``task`` is measured on (``tracking.task_tags``): test arrays, labels, input size."""
+    targets = test["keypoints"] if task == "keypoints" else test["labels"]
+    labels = ",".join(KEYPOINT_NAMES) if task == "keypoints" else ",".join(str(c) for c in test["classes"])
+    size = inference.input_size(model)
+    return tracking.task_tags(artifacts.arrays_digest(test["images"], targets)[:tracking.FINGERPRINT_CHARS],
+                              labels, f"{size}x{size}")
 
 
-def evaluate_keypoints(model: keras.Model, tta_flip: bool) -> tuple[dict, np.ndarray, dict]:
-    test = load_split(PREPARED_DIR / "keypoints_test.npz")
-    train = load_split(AUGMENTED_DIR / "keypoints_train.npz")
-    pred = inference.predict_keypoints(model, test["images"], tta_flip)
+def evaluate_keypoints(model, test: dict, train: dict) -> tuple[dict, np.ndarray]:
+    pred = inference.predict(model, test["images"])
     result = {"rmse_px": keypoint_rmse(test["keypoints"], pred),
               "baseline_mean_rmse_px": mean_keypoints_baseline(train["keypoints"], test["keypoints"]),
               "test_faces": int(len(test["images"])),
               "per_keypoint_rmse_px": keypoint_rmse_per_point(test["keypoints"], pred)}
-    return result, pred, test
+    return result, pred
 
 
-def evaluate_emotion(model: keras.Model, tta_flip: bool) -> tuple[dict, list[str], np.ndarray, np.ndarray, list]:
-    test = load_split(PREPARED_DIR / "emotion_test.npz")
-    train = load_split(PREPARED_DIR / "emotion_train.npz")
+def evaluate_emotion(model, test: dict, train: dict) -> tuple[dict, np.ndarray, list]:
     classes = [str(c) for c in test["classes"]]
-    probs = inference.predict_emotion(model, test["images"], tta_flip)
-    pred = probs.argmax(axis=1)
+    pred = inference.predict(model, test["images"]).argmax(axis=1)
     scores = emotion_scores(test["labels"], pred, classes)
     baseline = majority_baseline(train["labels"], test["labels"], len(classes))
     result = {"f1_weighted": scores["f1_weighted"], "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"],
               "baseline_majority_f1_weighted": baseline["f1_weighted"],
               "baseline_majority_accuracy": baseline["accuracy"],
               "test_faces": int(len(test["labels"])), "per_class": scores["per_class"]}
-    return result, classes, test["labels"], pred, scores["confusion"]
+    return result, pred, scores["confusion"]
+
+
+def registered_version(name: str, model_path) -> int:
+    """The registry version logged from ``model_path`` (found by the file's md5), or a FacelabError."""
+    md5 = artifacts.file_md5(model_path)
+    found = tracking.version_by_model_md5(name, md5)
+    if found is None:
+        raise FacelabError(f"{model_path} (md5 {md5}) is not a registered version of {name} in "
+                           f"{tracking.tracking_uri()}: retrain it there (dvc repro -f -s train_<task>)")
+    return int(found.version)
 
 
 def run(params: dict) -> dict:
-    cfg = params["evaluate"]
+    cfg = params[STAGE]
     names = params["tracking"]
-    reports = REPORTS_DIR / "evaluate"
-    with tracking.stage_run("evaluate", {"evaluate": cfg}, names["experiment"]):
-        kp_result, kp_pred, kp_test = evaluate_keypoints(load_local(KEYPOINT_MODEL), cfg["tta_flip"])
-        em_result, classes, em_true, em_pred, confusion = evaluate_emotion(load_local(EMOTION_MODEL),
-                                                                           cfg["tta_flip"])
-        metrics = {"keypoints": kp_result, "emotion": em_result}
+    files = artifacts.stage_files(STAGE)
+    reports = REPORTS_DIR / STAGE
+    with tracking.stage_run(STAGE, {"evaluate": cfg}, names["experiment"]):
+        kp_model = inference.load_model(files["keypoints_model"])
+        em_model = inference.load_model(files["emotion_model"])
+        kp_test, em_test = artifacts.load_split(files["keypoints_test"]), artifacts.load_split(files["emotion_test"])
+        kp_result, kp_pred = evaluate_keypoints(kp_model, kp_test, artifacts.load_split(files["keypoints_train"]))
+        em_result, em_pred, confusion = evaluate_emotion(em_model, em_test,
+                                                         artifacts.load_split(files["emotion_train"]))
+        classes = [str(c) for c in em_test["classes"]]
+        metrics = {"keypoints": kp_result, "emotion": em_result,
+                   "precision": {"keypoints": inference.precision(kp_model), "emotion": inference.precision(em_model)}}
         write_json(METRICS_DIR / "evaluate.json", metrics)
 
-        frame = pd.DataFrame({"actual": np.array(classes)[em_true], "predicted": np.array(classes)[em_pred]})
+        frame = pd.DataFrame({"actual": np.array(classes)[em_test["labels"]], "predicted": np.array(classes)[em_pred]})
         with atomic_path(PLOTS_DIR / "emotion_predictions.csv", suffix=".csv") as tmp:
             frame.to_csv(tmp, index=False)
         viz.confusion_png(reports / "confusion.png", confusion, classes,
@@ -81,21 +107,30 @@ def run(params: dict) -> dict:
                       predicted=kp_pred[:shown], columns=4,
                       suptitle=f"test faces: true (green) vs predicted (red), RMSE {kp_result['rmse_px']:.2f} px")
 
-        tracking.log_metrics({"keypoints": {k: v for k, v in kp_result.items()},
+        tracking.log_metrics({"keypoints": dict(kp_result),
                               "emotion": {k: v for k, v in em_result.items() if k != "per_class"}})
-        tracking.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder="evaluate")
+        tracking.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder=STAGE)
 
-        decisions = []
-        for model_path, metric in ((KEYPOINT_MODEL, cfg["champion_metric_keypoints"]),
-                                   (EMOTION_MODEL, cfg["champion_metric_emotion"])):
-            ref = json.loads(registry_ref_path(model_path).read_text())
-            value = _lookup(metrics, metric)
-            decisions.append(tracking.promote_if_no_worse(ref["name"], ref["version"], metric, value,
-                                                          METRIC_DIRECTIONS[metric]))
+        decisions, champions = [], {}
+        queued = in_queued_experiment()
+        for task, model, test, metric in (("keypoints", kp_model, kp_test, cfg["champion_metric_keypoints"]),
+                                          ("emotion", em_model, em_test, cfg["champion_metric_emotion"])):
+            name = names[f"{task}_model"]
+            task_tags = test_set_tags(task, test, model)
+            targets = test["keypoints"] if task == "keypoints" else test["labels"]
+            tracking.log_dataset(f"{task}_test", test["images"], targets, "test", str(files[f"{task}_test"]),
+                                 task_tags[tracking.TEST_SET_TAG])
+            version = registered_version(name, files[f"{task}_model"])
+            decision = tracking.promote(name, version, metric, _lookup(metrics, metric), METRIC_DIRECTIONS[metric],
+                                        task_tags, queued=queued)
+            decisions.append(decision)
+            champions[task] = {"name": name, "version": decision["champion"]}
         write_json(reports / "champion.json", decisions)
+        write_json(artifacts.CHAMPIONS_FILE, champions)
         for decision in decisions:
             verb = "is now" if decision["promoted"] else "stays out of"
-            print(f"[evaluate] {decision['model']} v{decision['version']} {verb} champion: {decision['reason']}")
+            print(f"[evaluate] {decision['model']} v{decision['version']} {verb} champion "
+                  f"({decision['rule']}): {decision['reason']}")
     return metrics
 
 

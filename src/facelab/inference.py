@@ -1,4 +1,10 @@
-"""Running trained models on arrays of faces: batched, compiled once, with optional flip averaging."""
+"""Running a trained model on arrays of faces: the one code path of evaluate, combine, predict and the pyfunc.
+
+``predict`` runs a model batched and compiled once. A saved facelab model already holds its
+test-time averaging (``facelab.tta``), so every caller gets the figures ``evaluate`` scored.
+``load_model`` reads a ``.keras`` file in Keras safe mode; ``precision`` names the dtype policy
+a model computes in.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facelab.augment import flip_images, flip_keypoints
+from facelab import tta  # noqa: F401  (registers the layers a saved facelab model holds)
+from facelab.errors import FacelabError
 
 BATCH_SIZE = 128
 
@@ -34,21 +41,27 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = BATCH_SIZE
     return np.concatenate(outputs)
 
 
-def predict_keypoints(model: keras.Model, images: np.ndarray, tta_flip: bool = False) -> np.ndarray:
-    """(N, 30) pixel coordinates; with ``tta_flip`` averaged with the mirrored prediction of the mirrored face."""
-    pred = predict(model, images)
-    if tta_flip:
-        mirrored = predict(model, flip_images(np.asarray(images)))
-        pred = (pred + flip_keypoints(mirrored, images.shape[2])) / 2.0
-    return pred
+def load_model(path) -> keras.Model:
+    """A ``.keras`` model file, uncompiled, in Keras safe mode (no arbitrary code on load)."""
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except FileNotFoundError:
+        raise FacelabError(f"{path}: no such model file") from None
 
 
-def predict_emotion(model: keras.Model, images: np.ndarray, tta_flip: bool = False) -> np.ndarray:
-    """(N, classes) probabilities; with ``tta_flip`` averaged over the face and its mirror image."""
-    probs = predict(model, images)
-    if tta_flip:
-        probs = (probs + predict(model, flip_images(np.asarray(images)))) / 2.0
-    return probs
+def precision(model: keras.Model) -> str:
+    """The dtype policy the model's convolutions compute in (e.g. float32, mixed_bfloat16)."""
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            return layer.dtype_policy.name
+    return model.dtype_policy.name
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def input_size(model: keras.Model) -> int:

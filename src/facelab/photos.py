@@ -199,7 +199,7 @@ def _cascade():
         if not hasattr(cv2, "CascadeClassifier"):
             raise FacelabError(f"OpenCV {cv2.__version__} has no Haar cascade face detector (OpenCV 5 moved it "
                                "out): install opencv-python-headless<5")
-        path = os.path.join(getattr(cv2, "data").haarcascades, CASCADE_FILE)
+        path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
             raise FacelabError(f"{path}: OpenCV's face cascade is missing or unreadable")

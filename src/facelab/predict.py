@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from facelab import photos
+from facelab import inference, photos, tracking
+from facelab.analyzer import FaceAnalyzer
 from facelab.atomic import atomic_path, write_json
 from facelab.errors import FacelabError
-
-if TYPE_CHECKING:
-    from facelab.combine import FaceAnalyzer
 
 BATCH_FACES = 64
 PROGRESS_MIN_PHOTOS = 4  # a progress bar on stderr from this many photos on
@@ -53,7 +51,7 @@ class _Pending:
     waiting: int  # faces not analysed yet
 
 
-def iter_analysed(sources: Iterable[Source], analyzer: "FaceAnalyzer",
+def iter_analysed(sources: Iterable[Source], analyzer: FaceAnalyzer,
                   batch_faces: int = BATCH_FACES) -> Iterator[tuple[dict, np.ndarray | None]]:
     """``(record, grayscale photo or None)`` for each source, in order, as soon as all its faces are analysed.
 
@@ -112,12 +110,12 @@ def _in_photo(result: dict, to_photo: np.ndarray) -> dict:
             "probabilities": result["probabilities"]}
 
 
-def analyse_images(sources: Iterable[Source], analyzer: "FaceAnalyzer", batch_faces: int = BATCH_FACES) -> list[dict]:
+def analyse_images(sources: Iterable[Source], analyzer: FaceAnalyzer, batch_faces: int = BATCH_FACES) -> list[dict]:
     """The records of photos given as ``(name, reader)`` pairs (no files written)."""
     return [record for record, _ in iter_analysed(sources, analyzer, batch_faces)]
 
 
-def analyse_encoded(images: Sequence[bytes], analyzer: "FaceAnalyzer", names: Sequence[str] | None = None,
+def analyse_encoded(images: Sequence[bytes], analyzer: FaceAnalyzer, names: Sequence[str] | None = None,
                     batch_faces: int = BATCH_FACES) -> list[dict]:
     """The records of image files given as bytes (what the served model receives)."""
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
@@ -141,7 +139,7 @@ def output_paths(paths: Sequence[str | Path], out_dir: str | Path) -> list[tuple
     return result
 
 
-def analyse_photos(paths: Sequence[str | Path], analyzer: "FaceAnalyzer", out_dir: str | Path,
+def analyse_photos(paths: Sequence[str | Path], analyzer: FaceAnalyzer, out_dir: str | Path,
                    batch_faces: int = BATCH_FACES) -> list[dict]:
     """Analyse the photo files at ``paths``; write an annotated copy and a JSON record of each in ``out_dir``.
 
@@ -221,15 +219,12 @@ def write_annotated(path: str | Path, gray: np.ndarray, record: dict) -> None:
 # --- the models -------------------------------------------------------------------------------
 
 def load_analyzer(params: dict, keypoints_model: str | None = None, emotion_model: str | None = None,
-                  classes: Sequence[str] | None = None) -> "FaceAnalyzer":
+                  classes: Sequence[str] | None = None) -> FaceAnalyzer:
     """The two models: by default the registry's ``champion`` versions named in ``params``' ``tracking:``.
 
     ``keypoints_model`` / ``emotion_model`` replace either with an MLflow model URI or a local
     ``.keras`` file; a given emotion model's classes are ``classes``, else ``data.emotion.classes``.
     """
-    from facelab import tracking
-    from facelab.combine import FaceAnalyzer
-
     names = params["tracking"]
     if not (_is_local(keypoints_model) and _is_local(emotion_model)):
         tracking.connect(names["experiment"])
@@ -258,16 +253,12 @@ def _is_local(uri: str | None) -> bool:
 
 def _load_model(uri: str):
     if _is_local(uri):
-        import keras
-
         if not Path(uri).is_file():
             raise FacelabError(f"{uri}: no such model file")
         try:
-            return keras.saving.load_model(uri, compile=False, safe_mode=True)
+            return inference.load_model(uri)
         except Exception as exc:  # Keras raises many types for a file that is not a model
             raise FacelabError(f"{uri}: cannot load the Keras model: {_first_line(exc)}") from None
-    from facelab import tracking
-
     try:
         return tracking.load_keras(uri)
     except Exception as exc:  # MLflow's errors: no such model or alias, unreachable store

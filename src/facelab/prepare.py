@@ -15,25 +15,14 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from facelab import loaders, synthetic, tracking, viz
-from facelab.atomic import atomic_path, write_json
-from facelab.config import METRICS_DIR, PREPARED_DIR, RAW_DIR, REPORTS_DIR, user_path
+from facelab.artifacts import SPLITS, save_split, split_path
+from facelab.atomic import write_json
+from facelab.config import METRICS_DIR, RAW_DIR, REPORTS_DIR, user_path
 from facelab.errors import FacelabError
 from facelab.formats import FER_USAGE_TEST, FER_USAGE_TRAIN, FER_USAGE_VAL, fer_label_id
 
-SPLITS = ("train", "val", "test")
 SYNTHETIC_KEYPOINTS_CSV = RAW_DIR / "synthetic-keypoints.csv"
 SYNTHETIC_FER_CSV = RAW_DIR / "synthetic-fer2013.csv"
-
-
-def save_split(path: Path, **arrays: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def load_split(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
 
 
 # --- keypoints --------------------------------------------------------------------------------
@@ -151,9 +140,9 @@ def run(params: dict) -> dict:
         keypoints = split_keypoints(data_cfg["keypoints"], seed, params["synthetic"]["keypoint_faces"])
         emotion = split_emotion(data_cfg["emotion"], seed, params["synthetic"]["emotion_faces"])
         for split in SPLITS:
-            save_split(PREPARED_DIR / f"keypoints_{split}.npz", images=keypoints[split].images,
+            save_split(split_path("keypoints", split), images=keypoints[split].images,
                        keypoints=keypoints[split].keypoints.astype(np.float32))
-            save_split(PREPARED_DIR / f"emotion_{split}.npz", images=emotion[split].images,
+            save_split(split_path("emotion", split), images=emotion[split].images,
                        labels=emotion[split].labels.astype(np.int64), classes=np.array(classes))
         summary = {
             "keypoints": {split: len(keypoints[split].images) for split in SPLITS},

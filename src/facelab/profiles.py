@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from facelab.config import validate_params
+from facelab.atomic import atomic_path
+from facelab.config import flatten, validate_params
 from facelab.errors import FacelabError
 
 
@@ -23,8 +25,6 @@ def _merge(base, overrides, where: str, source: Path) -> None:
 
 def apply_profile(profile: str | Path, params_file: str | Path = "params.yaml") -> None:
     """Merge ``profile``'s values into ``params_file``; the result is validated before it is written."""
-    from facelab.atomic import atomic_path
-
     yaml = YAML()
     yaml.preserve_quotes = True
     profile, params_file = Path(profile), Path(params_file)
@@ -50,8 +50,6 @@ def _plain(node):
 
 def set_arguments(profile: str | Path) -> list[str]:
     """The profile as ``dvc exp run`` arguments: ['-S', 'train_keypoints.lr=0.001', ...]."""
-    import json
-
     yaml = YAML(typ="safe")
     profile = Path(profile)
     try:
@@ -59,15 +57,8 @@ def set_arguments(profile: str | Path) -> list[str]:
     except FileNotFoundError:
         raise FacelabError(f"{profile}: profile not found") from None
     args: list[str] = []
-    for name, value in _flat(overrides).items():
+    for name, value in flatten(_plain(overrides)).items():
         text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
         args += ["-S", f"{name}={text}"]
     return args
 
-
-def _flat(node: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in node.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
-    return out

@@ -1,9 +1,11 @@
 """The two training stages: ``train_keypoints`` and ``train_emotion``.
 
 Each builds the shared ResNet-18 with its head, trains it with ``training.fit`` on the
-prepared (and, for keypoints, augmented) arrays, writes the best model to ``models/``, the
-per-epoch history to ``plots/`` and training metrics to ``metrics/``, and logs and registers
-the model in MLflow (alias ``candidate``); ``models/<task>.json`` records the registered version.
+prepared (and, for keypoints, augmented) arrays, wraps the best model in its test-time averaging
+(``train_<task>.tta``, ``facelab.tta``: the saved model is the one evaluate scores and predict
+serves), writes it to ``models/``, the per-epoch history to ``plots/`` and training metrics to
+``metrics/`` (no timings: those vary run to run and go to MLflow only), and logs and registers
+the model in MLflow (alias ``candidate``, tag ``facelab.model_md5`` = the file's md5).
 """
 
 from __future__ import annotations
@@ -15,21 +17,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from facelab import tracking, training
+from facelab import artifacts, tracking, training, tta
+from facelab.artifacts import EMOTION_MODEL, KEYPOINT_MODEL
 from facelab.atomic import atomic_path, write_json
-from facelab.augment import emotion_augmenter
-from facelab.config import AUGMENTED_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
+from facelab.augmentation import emotion_augmenter
+from facelab.config import METRICS_DIR, PLOTS_DIR
 from facelab.formats import KEYPOINT_IMAGE_SIZE
 from facelab.model import build_emotion_model, build_keypoint_model
-from facelab.prepare import load_split
-
-KEYPOINT_MODEL = MODELS_DIR / "keypoints.keras"
-EMOTION_MODEL = MODELS_DIR / "emotion.keras"
-
-
-def registry_ref_path(model_path: Path) -> Path:
-    """models/keypoints.keras -> models/keypoints.json (the registered version behind the file)."""
-    return model_path.with_suffix(".json")
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -44,6 +38,14 @@ def _write_history(history: dict, path: Path) -> pd.DataFrame:
     with atomic_path(path, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     return frame
+
+
+def log_split(name: str, path: Path, split: dict[str, np.ndarray], context: str) -> str:
+    """A data split as an MLflow dataset of the active run (digest = hash of its arrays); returns the digest."""
+    targets = split["keypoints"] if "keypoints" in split else split["labels"]
+    digest = artifacts.arrays_digest(split["images"], targets)[:tracking.FINGERPRINT_CHARS]
+    tracking.log_dataset(name, split["images"], targets, context, str(path), digest)
+    return digest
 
 
 def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, train_ds, val_ds,
@@ -63,15 +65,18 @@ def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, tr
         resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
         callbacks=[tracking.epoch_logger()])
     seconds = time.perf_counter() - started
-    save_model(best, model_path)
+    served = tta.wrap(best, stage.split("_", 1)[1], **cfg["tta"])
+    save_model(served, model_path)
     frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
     best_row = frame.loc[frame["val_loss"].idxmin()]
     summary = {"best_epoch": int(best_row["epoch"]), "epochs_run": int(len(frame)),
-               "best_val_loss": float(best_row["val_loss"]), "train_seconds": round(seconds, 1),
-               "images_per_second": round(float(np.median(progress.images_per_second)), 1),
-               "precision": policy}
-    ref = tracking.log_and_register_keras(best, registered_name, input_example, description, tags)
-    write_json(registry_ref_path(model_path), ref)
+               "best_val_loss": float(best_row["val_loss"]), "precision": policy}
+    # Timings differ on every run: MLflow only, never the git-tracked metrics.
+    tracking.log_metrics({"final.train_seconds": round(seconds, 1),
+                          "final.images_per_second": round(float(np.median(progress.images_per_second)), 1)})
+    averaged = f"; test-time averaging: flip {cfg['tta']['flip']}, shift {cfg['tta']['shift_px']} px"
+    tracking.log_and_register_keras(served, registered_name, input_example, description + averaged, tags,
+                                    model_md5=artifacts.file_md5(model_path))
     tracking.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
     training.finish_run(folder)
     return best, summary, frame
@@ -81,10 +86,13 @@ def run_keypoints(params: dict) -> dict:
     cfg = params["train_keypoints"]
     seed = params["seed"]
     keras.utils.set_random_seed(seed)
-    train = load_split(AUGMENTED_DIR / "keypoints_train.npz")
-    val = load_split(PREPARED_DIR / "keypoints_val.npz")
+    files = artifacts.stage_files("train_keypoints")
+    train = artifacts.load_split(files["keypoints_train"])
+    val = artifacts.load_split(files["keypoints_val"])
     logged = {"seed": seed, "train_keypoints": cfg, "data.keypoints.missing": params["data"]["keypoints"]["missing"]}
     with tracking.stage_run("train_keypoints", logged, params["tracking"]["experiment"]):
+        log_split("keypoints_train", files["keypoints_train"], train, "training")
+        log_split("keypoints_val", files["keypoints_val"], val, "validation")
         policy = training.set_precision(cfg["precision"])
         with training.distribution_strategy().scope():
             model = build_keypoint_model(KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"],
@@ -120,13 +128,16 @@ def run_emotion(params: dict) -> dict:
     cfg = params["train_emotion"]
     seed = params["seed"]
     keras.utils.set_random_seed(seed)
-    train = load_split(PREPARED_DIR / "emotion_train.npz")
-    val = load_split(PREPARED_DIR / "emotion_val.npz")
+    files = artifacts.stage_files("train_emotion")
+    train = artifacts.load_split(files["emotion_train"])
+    val = artifacts.load_split(files["emotion_val"])
     classes = [str(c) for c in train["classes"]]
     num_classes = len(classes)
     logged = {"seed": seed, "train_emotion": cfg, "augment.emotion": params["augment"]["emotion"],
               "data.emotion.classes": ",".join(classes)}
     with tracking.stage_run("train_emotion", logged, params["tracking"]["experiment"]):
+        log_split("emotion_train", files["emotion_train"], train, "training")
+        log_split("emotion_val", files["emotion_val"], val, "validation")
         policy = training.set_precision(cfg["precision"])
         input_size = int(train["images"].shape[1])
         with training.distribution_strategy().scope():

@@ -13,8 +13,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -22,6 +22,7 @@ import pandas as pd
 import tensorflow as tf
 
 from facelab.atomic import atomic_path, write_json
+from facelab.config import CHECKPOINTS_DIR, workspace_root
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -285,8 +286,6 @@ class BestWeights(keras.callbacks.Callback):
 
 def run_folder(stage: str, settings: dict) -> Path:
     """A checkpoint folder unique to the stage and the exact settings of the run."""
-    from facelab.config import CHECKPOINTS_DIR, workspace_root
-
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return workspace_root() / CHECKPOINTS_DIR / f"{stage}-{digest}"
 

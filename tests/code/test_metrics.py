@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from facelab.metrics import (emotion_scores, keypoint_rmse, keypoint_rmse_per_point, majority_baseline,
-                             mean_keypoints_baseline)
+from facelab.metrics import (
+    emotion_scores,
+    keypoint_rmse,
+    keypoint_rmse_per_point,
+    majority_baseline,
+    mean_keypoints_baseline,
+)
 
 
 def test_rmse_in_pixels():

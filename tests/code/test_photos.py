@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from facelab import photos, predict
+from facelab.config import SHARED_DATA
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_COLUMNS, KEYPOINT_IMAGE_COLUMN, KEYPOINT_NAMES
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-YTF_VAL = SHARED_DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
+YTF_VAL = Path(__file__).resolve().parents[2] / SHARED_DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
 CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
 
 
@@ -245,7 +245,7 @@ def test_bundled_face_cascade_loads():
 
 @pytest.fixture(scope="module")
 def analyzer():
-    from facelab.combine import FaceAnalyzer
+    from facelab.analyzer import FaceAnalyzer
     from facelab.model import build_emotion_model, build_keypoint_model
 
     return FaceAnalyzer(build_keypoint_model(width=16), build_emotion_model(len(CLASSES), width=16), CLASSES)

@@ -14,14 +14,15 @@ import pandas as pd
 import pytest
 
 from facelab import loaders
+from facelab.config import SHARED_DATA
 from facelab.formats import FER_LABELS, KEYPOINT_COLUMNS
 
 pytestmark = pytest.mark.realdata
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-YTF_TRAIN = SHARED_DATA / "keypoints" / "ytf-keypoints-train.csv.gz"
-YTF_VAL = SHARED_DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
-FER_FILE = SHARED_DATA / "fer2013" / "fer2013-train-publictest.csv.gz"
+DATA = Path(__file__).resolve().parents[2] / SHARED_DATA
+YTF_TRAIN = DATA / "keypoints" / "ytf-keypoints-train.csv.gz"
+YTF_VAL = DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
+FER_FILE = DATA / "fer2013" / "fer2013-train-publictest.csv.gz"
 SLICE_ROWS = 200
 
 # From ../shared/data/README.md.

@@ -10,8 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 COPIED = ["dvc.yaml", "dvc.lock", "params.yaml", "pyproject.toml", "stages", "src", "profiles", ".dvc/config",
-          ".dvc/.gitignore", ".dvcignore", ".gitignore", "metrics", "plots", "models/keypoints.json",
-          "models/emotion.json"]
+          ".dvc/.gitignore", ".dvcignore", ".gitignore", "metrics", "plots", "models/.gitignore"]
 IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 

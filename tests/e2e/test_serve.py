@@ -122,7 +122,7 @@ def _stop(server: subprocess.Popen) -> None:
 
 def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
     from facelab import analyzer_model, predict
-    from facelab.combine import FaceAnalyzer
+    from facelab.analyzer import FaceAnalyzer
 
     photo = _photo(tmp_path / "two-faces.jpg")
     port = _free_port()

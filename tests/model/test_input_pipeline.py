@@ -72,7 +72,7 @@ def _augmented_batches_digest(batches: int = 30) -> str:
 
     import keras
 
-    from facelab.augment import emotion_augmenter
+    from facelab.augmentation import emotion_augmenter
 
     keras.utils.set_random_seed(0)
     images = np.random.default_rng(0).integers(0, 256, (256, 24, 24), dtype=np.uint8)

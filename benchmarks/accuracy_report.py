@@ -1,0 +1,94 @@
+"""Accuracy against CPU minutes: ``benchmarks/accuracy_runs.csv`` -> ``benchmarks/ACCURACY.md`` and a picture.
+
+Each row of the CSV was appended by ``benchmarks/accuracy_run.py`` from the run it timed; this
+script only draws them: one panel per task, wall minutes on x, the figure on y (the test figure where
+the run was evaluated, else the validation figure, drawn hollow), labelled by run name, with the
+issue's quick and full goals as lines::
+
+    python benchmarks/accuracy_report.py
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "accuracy_runs.csv"
+TABLE = HERE / "ACCURACY.md"
+PICTURE = HERE.parent / "docs" / "results" / "accuracy-vs-minutes.png"
+# task -> (title, quick goal, full goal, higher is better)
+GOALS = {
+    "emotion7": ("emotion, 7 classes: accuracy (FER2013)", 0.67, 0.70, True),
+    "emotion5": ("emotion, 5 classes: weighted F1 (FER2013)", 0.81, 0.85, True),
+    "keypoints": ("keypoints: RMSE px (YTF, unseen people)", 1.80, 1.60, False),
+}
+BUDGET_MIN = {"quick": 45, "full": 120}
+
+
+def read_runs(path: Path = RUNS) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _figure(row: dict) -> tuple[float, bool]:
+    """(figure, is it the test figure)."""
+    return (float(row["test"]), True) if row["test"] else (float(row["val"]), False)
+
+
+def write_table(runs: list[dict], path: Path = TABLE) -> None:
+    lines = ["# Accuracy against CPU minutes", "",
+             "Made by `python benchmarks/accuracy_report.py` from `benchmarks/accuracy_runs.csv`; every row was",
+             "timed and read by `python benchmarks/accuracy_run.py ... -- <command>` on a 2-core machine. *val*",
+             "is the held-out 10 % of the training file (what ideas were ranked on); *test* is FER2013 PublicTest",
+             "or ytf-keypoints-val (unseen people), read only for the runs in the README. Wall minutes include",
+             "every stage the command ran.", ""]
+    for task, (title, quick, full, higher) in GOALS.items():
+        rows = [r for r in runs if r["task"] == task]
+        if not rows:
+            continue
+        better = "higher" if higher else "lower"
+        lines += [f"## {title}", "", f"Goals ({better} is better): quick {quick} within {BUDGET_MIN['quick']} min, "
+                  f"full {full} within {BUDGET_MIN['full']} min.", "",
+                  "| run | kind | wall min | val | test | command |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['name']} | {r['kind']} | {r['wall_min']} | {r['val_metric']} {r['val']} | "
+                         f"{(r['test_metric'] + ' ' + r['test']) if r['test'] else '-'} | `{r['command']}` |")
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def draw(runs: list[dict], path: Path = PICTURE) -> None:
+    tasks = [t for t in GOALS if any(r["task"] == t for r in runs)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        title, quick, full, higher = GOALS[task]
+        for r in (r for r in runs if r["task"] == task):
+            value, is_test = _figure(r)
+            ax.scatter(float(r["wall_min"]), value, s=36, facecolors="C0" if is_test else "none", edgecolors="C0")
+            ax.annotate(r["name"], (float(r["wall_min"]), value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(quick, color="C2", ls="--", lw=1, label=f"quick goal {quick} (<= 45 min)")
+        ax.axhline(full, color="C3", ls=":", lw=1, label=f"full goal {full} (<= 120 min)")
+        ax.set_xlabel("wall minutes on 2 CPU cores")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right" if higher else "upper right")
+    fig.suptitle("filled: test figure; hollow: validation figure (short proxy runs)", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> None:
+    runs = read_runs()
+    write_table(runs)
+    draw(runs)
+    print(f"wrote {TABLE} and {PICTURE} ({len(runs)} runs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Run one accuracy experiment, time it, and append its figures to ``benchmarks/accuracy_runs.csv``.
+
+Every row of the accuracy-against-CPU-minutes table (``benchmarks/accuracy_report.py``) comes from
+this script, so each figure sits beside the command that produced it::
+
+    python benchmarks/accuracy_run.py --task emotion7 --kind proxy --name p3-e7-stride2 -- \\
+        dvc exp run train_emotion -n p3-e7-stride2 -S train_emotion.epochs=3 -S train_emotion.stem=stride2
+
+``--task`` names the figure read afterwards: validation (the held-out 10 % of the training file,
+what ideas are ranked on) from ``metrics/train_*.json`` and, when the command ran ``evaluate``,
+the test figure from ``metrics/evaluate.json`` (FER2013 PublicTest, ytf-keypoints-val).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "accuracy_runs.csv"
+COLUMNS = ["task", "kind", "name", "wall_min", "val_metric", "val", "test_metric", "test",
+           "finished_utc", "command"]
+# task -> (training metrics file, its validation figure, evaluate.json figure)
+TASKS = {
+    "emotion7": ("metrics/train_emotion.json", "val_accuracy", "emotion.accuracy"),
+    "emotion5": ("metrics/train_emotion.json", "val_accuracy", "emotion.f1_weighted"),
+    "keypoints": ("metrics/train_keypoints.json", "val_rmse_px", "keypoints.rmse_px"),
+}
+
+
+def _lookup(data: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _read(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
+    parser.add_argument("--kind", choices=["proxy", "quick", "full"], required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--evaluated", action="store_true", help="the command ran evaluate: read the test figure")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    train_file, val_key, test_key = TASKS[args.task]
+    before = os.path.getmtime(train_file) if os.path.exists(train_file) else None
+    started = time.perf_counter()
+    status = subprocess.call(command)
+    wall = time.perf_counter() - started
+    if status != 0:
+        print(f"accuracy_run: {shlex.join(command)} failed with status {status}; nothing recorded", file=sys.stderr)
+        return status
+    if before is not None and os.path.getmtime(train_file) == before:
+        print(f"accuracy_run: {train_file} was not rewritten (a cached stage?); nothing recorded", file=sys.stderr)
+        return 1
+    train = _read(train_file)
+    test = _lookup(_read("metrics/evaluate.json"), test_key) if args.evaluated else None
+    row = {"task": args.task, "kind": args.kind, "name": args.name, "wall_min": round(wall / 60, 1),
+           "val_metric": val_key, "val": round(train[val_key], 4),
+           "test_metric": test_key if test is not None else "", "test": round(test, 4) if test is not None else "",
+           "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "command": shlex.join(command)}
+    append_row(row)
+    print(f"accuracy_run: {row}")
+    return 0
+
+
+def append_row(row: dict, path: Path = RESULTS) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The code's shape and the pipeline's declared inputs, checked from the source itself.
+
+* No import cycle among ``src/facelab`` modules (imports inside functions count too), and the
+  stage modules are leaves: no facelab module imports one.
+* Every stage's ``dvc.yaml`` deps are exactly its script, the facelab modules it imports
+  (transitively, from ``stages/<stage>.py``), and its data files as declared in
+  ``facelab.artifacts.STAGE_INPUTS``: edit any file a stage reads and ``dvc status`` names it.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facelab.artifacts import STAGE_INPUTS
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "src" / "facelab"
+STAGE_MODULES = {"facelab.prepare", "facelab.augment", "facelab.train", "facelab.evaluate", "facelab.combine"}
+IMPORTERS = {"__import__", "import_module"}
+
+
+def module_file(module: str) -> Path | None:
+    """src/facelab/x.py for facelab.x (the package's __init__.py for facelab), None if not a facelab module."""
+    parts = module.split(".")
+    if parts[0] != "facelab":
+        return None
+    path = PACKAGE.joinpath(*parts[1:])
+    if path.with_suffix(".py").exists():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").exists():
+        return path / "__init__.py"
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The facelab modules a file imports anywhere in it (top level, in functions, or by a constant string)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in IMPORTERS
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]
+        for name in names:
+            if module_file(name) is not None:
+                found.add(name)
+                found.add("facelab")  # importing facelab.x runs facelab/__init__.py first
+    return found
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {module_name(path): imported_modules(path) - {module_name(path)} for path in PACKAGE.glob("*.py")}
+
+
+def closure(start: set[str], graph: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(), list(start)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    return seen
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_finds_one_and_only_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle_in_facelab():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_stage_modules_are_leaves():
+    importers = {module: sorted(imported & STAGE_MODULES) for module, imported in import_graph().items()
+                 if imported & STAGE_MODULES}
+    assert not importers, f"modules importing a stage module (move the shared piece out): {importers}"
+
+
+# --- dvc.yaml ---------------------------------------------------------------------------------
+
+def stage_script(cmd: str) -> Path:
+    words = shlex.split(cmd)
+    scripts = [w for w in words if w.startswith("stages/") and w.endswith(".py")]
+    assert len(scripts) == 1, f"cannot find the stage script in {cmd!r}"
+    return REPO / scripts[0]
+
+
+def expected_deps(stage: str, cmd: str, graph: dict[str, set[str]]) -> set[str]:
+    script = stage_script(cmd)
+    modules = closure(imported_modules(script), graph)
+    code = {script.relative_to(REPO).as_posix()} | {module_file(m).relative_to(REPO).as_posix() for m in modules}
+    return code | {Path(p).as_posix() for p in STAGE_INPUTS[stage].values()}
+
+
+def dep_problems(dvc_yaml: dict, graph: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for stage, spec in dvc_yaml["stages"].items():
+        declared = {str(d) for d in spec.get("deps", [])}
+        expected = expected_deps(stage, spec["cmd"], graph)
+        if missing := sorted(expected - declared):
+            problems.append(f"{stage}: dvc.yaml deps miss {missing}")
+        if extra := sorted(declared - expected):
+            problems.append(f"{stage}: dvc.yaml deps list {extra}, which the stage neither imports nor declares "
+                            "in facelab.artifacts.STAGE_INPUTS")
+    return problems
+
+
+def test_every_stage_declares_every_module_and_file_it_reads():
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert set(dvc_yaml["stages"]) == set(STAGE_INPUTS)
+    problems = dep_problems(dvc_yaml, import_graph())
+    assert not problems, "\n".join(problems)
+
+
+def test_the_check_catches_an_undeclared_module_and_file():
+    """The check fails on the dvc.yaml of before: train_emotion without augmentation code, evaluate
+    without the training sets its baselines read."""
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    deps = dvc_yaml["stages"]["train_emotion"]["deps"]
+    deps.remove("src/facelab/augmentation.py")
+    dvc_yaml["stages"]["evaluate"]["deps"].remove("data/prepared/emotion_train.npz")
+    problems = "\n".join(dep_problems(dvc_yaml, import_graph()))
+    assert "train_emotion: dvc.yaml deps miss ['src/facelab/augmentation.py']" in problems
+    assert "evaluate: dvc.yaml deps miss ['data/prepared/emotion_train.npz']" in problems
+
+
+def test_a_stage_cannot_read_an_undeclared_file():
+    from facelab.artifacts import stage_files
+
+    files = stage_files("combine")
+    assert files["champions"] == Path("models/champions.json")
+    with pytest.raises(KeyError, match="does not declare"):
+        files["emotion_test"]

@@ -1,0 +1,64 @@
+"""Test-time averaging inside the saved model: saves, reloads in safe mode, equals the average by hand."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from facelab import tta  # noqa: E402
+from facelab.augmentation import flip_keypoints  # noqa: E402
+from facelab.model import build_emotion_model, build_keypoint_model  # noqa: E402
+
+
+def _shift(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Content moved dx right and dy down, borders replicated (numpy, the reference)."""
+    h, w = images.shape[1:3]
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return images[:, rows][:, :, cols]
+
+
+def _manual(model, images: np.ndarray, task: str, flip: bool, shift: int) -> np.ndarray:
+    outputs = []
+    for mirrored in ((0, 1) if flip else (0,)):
+        base = images[:, :, ::-1] if mirrored else images
+        for dx, dy in [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift else []):
+            out = np.asarray(model(_shift(base, dx, dy), training=False), np.float64)
+            if task == "keypoints":
+                out = out.reshape(len(out), -1, 2) - np.array([dx, dy])
+                out = out.reshape(len(out), -1)
+                if mirrored:
+                    out = flip_keypoints(out, images.shape[2])
+            outputs.append(out)
+    return np.mean(outputs, axis=0)
+
+
+@pytest.mark.parametrize("task, flip, shift", [("keypoints", True, 0), ("keypoints", True, 3),
+                                               ("keypoints", False, 2), ("emotion", True, 2)])
+def test_wrapped_model_saves_reloads_safely_and_equals_the_manual_average(tmp_path, task, flip, shift):
+    keras.utils.set_random_seed(0)
+    if task == "keypoints":
+        model, size = build_keypoint_model(96, width=16), 96
+    else:
+        model, size = build_emotion_model(5, width=16), 48
+    images = np.random.default_rng(0).uniform(0, 255, (3, size, size, 1)).astype(np.float32)
+    wrapped = tta.wrap(model, task, flip=flip, shift_px=shift)
+    assert wrapped.input_shape == model.input_shape and wrapped.output_shape == model.output_shape
+    wrapped.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    expected = _manual(model, images, task, flip, shift)
+    got = np.asarray(loaded(images, training=False))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+    # The average differs from the single view: the views really are different faces.
+    assert not np.allclose(got, np.asarray(model(images, training=False)), atol=1e-3)
+
+
+def test_one_view_is_the_model_itself():
+    model = build_emotion_model(3, width=16)
+    assert tta.wrap(model, "emotion", flip=False, shift_px=0) is model
+
+
+def test_views_are_flip_times_shifts():
+    assert tta.views(True, 0) == [(0, 0, 0), (1, 0, 0)]
+    assert len(tta.views(True, 2)) == 10 and len(tta.views(False, 2)) == 5
