@@ -9,6 +9,12 @@ then held to the tolerances in params.yaml's ``gate:`` section, and a Markdown r
 * the metrics diff (the rows of ``dvc metrics diff --md``: changed metrics only);
 * the params diff (the rows of ``dvc params diff --md``).
 
+Metrics made in another precision are not compared: ``evaluate.json`` records the precision each
+model computed in (``precision.keypoints`` / ``precision.emotion``; a baseline without it falls
+back to ``metrics/train_<task>.json``'s ``precision``), and where the baseline's and the
+workspace's differ (bfloat16 on one CPU, float32 on another) the task's gated metrics are reported
+as "not comparable" instead of being held to the tolerance.
+
 Exit status: 0 when no gated metric got worse than its tolerance allows, 1 when one did, and
 for a baseline revision that does not exist or has no metrics, one line
 "no baseline metrics at REV: nothing to compare" and 0 (2 with ``strict``).
@@ -41,6 +47,7 @@ from facelab.config import PARAMS_FILE, SCHEMA, _validate, repo_root
 from facelab.errors import FacelabError
 
 METRICS_FILE = "metrics/evaluate.json"   # relative to the repository root, as dvc.yaml names it
+TRAIN_METRICS_FILE = "metrics/train_{task}.json"   # older baselines: the precision a task trained in
 GATE_SECTION = "gate"                    # params.yaml section with the baseline and tolerances
 LOWER, HIGHER = "lower", "higher"        # which way is better
 RELATIVE, ABSOLUTE = "relative", "absolute"
@@ -72,6 +79,7 @@ class Check(NamedTuple):
     new: float
     limit: float | None       # how much worse it may get, in the metric's units
     regressed: bool
+    incomparable: str | None = None   # why old and new cannot be compared (e.g. different precisions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +122,14 @@ def read_workspace_metrics(root: Path) -> dict:
     return data
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def revision_exists(rev: str, root: Path) -> bool:
     """Whether git knows ``rev`` as a commit (DVC would exit 255 on it otherwise)."""
     try:
@@ -149,8 +165,38 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_metrics(file_diff: dict[str, dict], tolerances: dict) -> list[Check]:
-    """One Check per gated metric, from the METRICS_FILE part of ``dvc metrics diff --all``."""
+def precisions(metrics: dict | None, read_train: Any = None) -> dict[str, str | None]:
+    """task -> the precision its metrics were made in: ``metrics["precision"]``, else ``read_train(task)``."""
+    recorded = (metrics or {}).get("precision")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    found = {}
+    for task in ("keypoints", "emotion"):
+        value = recorded.get(task)
+        if value is None and read_train is not None:
+            value = (read_train(task) or {}).get("precision")
+        found[task] = value if isinstance(value, str) else None
+    return found
+
+
+def read_at(rev: str, path: str, root: Path) -> dict | None:
+    """A JSON file as committed at ``rev`` (None when it is not there or not JSON)."""
+    done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        return None
+    try:
+        data = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_metrics(file_diff: dict[str, dict], tolerances: dict,
+                  precision: dict[str, tuple[str | None, str | None]] | None = None) -> list[Check]:
+    """One Check per gated metric, from the METRICS_FILE part of ``dvc metrics diff --all``.
+
+    ``precision``: task -> (baseline's, workspace's) precision; where both are known and differ,
+    the task's metrics are not comparable (never a regression).
+    """
     checks = []
     for metric, rule in RULES.items():
         entry = file_diff.get(metric, {})
@@ -160,6 +206,11 @@ def check_metrics(file_diff: dict[str, dict], tolerances: dict) -> list[Check]:
                                f"in the workspace (found {new!r})")
         if not _number(old):
             checks.append(Check(metric, rule, None, new, None, False))
+            continue
+        old_precision, new_precision = (precision or {}).get(metric.split(".")[0], (None, None))
+        if old_precision and new_precision and old_precision != new_precision:
+            checks.append(Check(metric, rule, old, new, None, False,
+                                f"precision {old_precision} vs {new_precision}"))
             continue
         tolerance = tolerances[rule.tolerance]
         limit = tolerance * abs(old) if rule.kind == RELATIVE else tolerance
@@ -205,6 +256,8 @@ def _allowed(check: Check, tolerances: dict) -> str:
 
 
 def _verdict(check: Check) -> str:
+    if check.incomparable:
+        return f"➖ not comparable ({check.incomparable})"
     if check.old is None:
         return "➖ new (no baseline)"
     if check.regressed:
@@ -227,6 +280,10 @@ def render(rev: str, checks: list[Check], tolerances: dict, metrics: dict, param
     for c in failed:
         lines.append(f"- ❌ **{c.metric}** regressed: {_fmt(c.old)} → {_fmt(c.new)}, a change of "
                      f"{_change(c.old, c.new)} where {_allowed(c, tolerances)} is allowed ({c.rule.better} is better)")
+    for c in checks:
+        if c.incomparable:
+            lines.append(f"- ➖ **{c.metric}** not compared: the metrics were made in another precision "
+                         f"({c.incomparable}); rerun one side with the other's `train_*.precision`")
     if not failed:
         lines.append("No gated metric got worse than its tolerance (params.yaml `gate:`) allows.")
     lines += ["", "### Gate", ""]
@@ -255,7 +312,7 @@ def run(baseline: str | None = None, params_file: str | os.PathLike = PARAMS_FIL
     tolerances = load_gate_settings(params_file)
     rev = baseline or tolerances["baseline"]
     root = Path(root) if root is not None else repo_root()
-    read_workspace_metrics(root)   # DVC only warns about a missing or broken one
+    workspace = read_workspace_metrics(root)   # DVC only warns about a missing or broken one
 
     reason = None
     if not revision_exists(rev, root):
@@ -265,7 +322,11 @@ def run(baseline: str | None = None, params_file: str | os.PathLike = PARAMS_FIL
         file_diff = metrics.get(METRICS_FILE) or metrics.get(str(Path(METRICS_FILE)))
         if file_diff is None:
             raise FacelabError(f"{METRICS_FILE}: DVC does not report it: is it declared as a metric in dvc.yaml?")
-        checks = check_metrics(file_diff, tolerances)
+        old_precision = precisions(read_at(rev, METRICS_FILE, root),
+                                   lambda task: read_at(rev, TRAIN_METRICS_FILE.format(task=task), root))
+        new_precision = precisions(workspace, lambda task: _read_json(root / TRAIN_METRICS_FILE.format(task=task)))
+        checks = check_metrics(file_diff, tolerances,
+                               {task: (old_precision[task], new_precision[task]) for task in old_precision})
         if all(c.old is None for c in checks):
             reason = f"{METRICS_FILE} has none of the gated metrics there"
 

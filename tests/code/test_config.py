@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facelab.config import flatten, load_params, validate_params, workspace_root
+from facelab.config import flatten, in_queued_experiment, load_params, validate_params, workspace_root
 from facelab.errors import FacelabError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +26,8 @@ def test_the_committed_params_are_valid():
     ("train_keypoints.resume", "yes", "train_keypoints.resume"),
     ("train_emotion.width", 8, "a multiple of 16"),     # oneDNN's kernels crash on narrower nets
     ("train_keypoints.width", 40, "train_keypoints.width"),
+    ("train_emotion.tta.shift_px", -1, "train_emotion.tta.shift_px"),
+    ("train_keypoints.tta.flip", "yes", "train_keypoints.tta.flip"),
 ])
 def test_bad_parameters_are_named(dotted, value, expected):
     params = copy.deepcopy(DEFAULT)
@@ -68,6 +70,13 @@ def test_flatten_gives_dotted_names():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
 
 
+def test_the_workspace_itself_is_not_a_queued_experiment(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert not in_queued_experiment()
+
+
 def test_queued_experiment_copies_resolve_to_the_user_workspace(tmp_path, monkeypatch):
     copy_root = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     copy_root.mkdir(parents=True)
@@ -75,5 +84,6 @@ def test_queued_experiment_copies_resolve_to_the_user_workspace(tmp_path, monkey
     monkeypatch.chdir(copy_root)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     assert workspace_root() == tmp_path / "repo"
+    assert in_queued_experiment()   # its runs may not change the champion's task
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))
     assert workspace_root() == (tmp_path / "elsewhere").resolve()

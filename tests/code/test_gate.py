@@ -42,9 +42,12 @@ gate:
 BASELINE = {"rmse_px": 2.0, "f1_weighted": 0.80, "accuracy": 0.80}
 
 
-def _metrics(rmse_px, f1_weighted, accuracy) -> str:
-    return json.dumps({"keypoints": {"rmse_px": rmse_px, "per_keypoint_rmse_px": [1.0, 2.0], "test_faces": 10},
-                       "emotion": {"f1_weighted": f1_weighted, "accuracy": accuracy, "f1_macro": 0.7}}, indent=2)
+def _metrics(rmse_px, f1_weighted, accuracy, precision=None) -> str:
+    metrics = {"keypoints": {"rmse_px": rmse_px, "per_keypoint_rmse_px": [1.0, 2.0], "test_faces": 10},
+               "emotion": {"f1_weighted": f1_weighted, "accuracy": accuracy, "f1_macro": 0.7}}
+    if precision:
+        metrics["precision"] = precision
+    return json.dumps(metrics, indent=2)
 
 
 def _sh(cwd: Path, *command: str) -> None:
@@ -125,6 +128,32 @@ def test_a_change_within_tolerance_passes(repo, capsys):
     status, report = _gate(repo, capsys)
     assert status == gate.EXIT_PASSED, report
     assert all("✅ within tolerance" in _row(report, m) for m in gate.RULES)
+
+
+def test_a_difference_of_precision_is_not_comparable_not_a_regression(repo, capsys):
+    bf16 = {"keypoints": "mixed_bfloat16", "emotion": "mixed_bfloat16"}
+    (repo / "metrics" / "evaluate.json").write_text(_metrics(**BASELINE, precision=bf16))
+    _sh(repo, "git", "commit", "-q", "-am", "baseline made in bfloat16")
+    # keypoints now in float32 and 10 % worse: another precision, not compared; emotion: same precision, compared
+    _change(repo, rmse_px=2.2, f1_weighted=0.70, precision={"keypoints": "float32", "emotion": "mixed_bfloat16"})
+    status, report = _gate(repo, capsys, baseline="HEAD")
+    assert "➖ not comparable (precision mixed_bfloat16 vs float32)" in _row(report, "keypoints.rmse_px")
+    assert "❌ regressed" in _row(report, "emotion.f1_weighted")
+    assert "**keypoints.rmse_px** regressed" not in report
+    assert status == gate.EXIT_REGRESSED       # the emotion regression, not the keypoint one
+    _change(repo, rmse_px=2.2, precision={"keypoints": "float32", "emotion": "mixed_bfloat16"})
+    status, report = _gate(repo, capsys, baseline="HEAD")
+    assert status == gate.EXIT_PASSED, report
+
+
+def test_an_older_baseline_s_precision_comes_from_its_training_metrics(repo, capsys):
+    (repo / "metrics" / "train_keypoints.json").write_text(json.dumps({"precision": "mixed_bfloat16"}))
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-q", "-m", "training metrics with their precision")
+    _change(repo, rmse_px=2.2, precision={"keypoints": "float32", "emotion": "float32"})
+    status, report = _gate(repo, capsys, baseline="HEAD")
+    assert status == gate.EXIT_PASSED, report
+    assert "not comparable" in _row(report, "keypoints.rmse_px")
 
 
 def test_a_missing_baseline_revision_is_reported_not_a_crash(repo, capsys):

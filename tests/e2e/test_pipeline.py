@@ -62,7 +62,62 @@ def test_mlflow_has_every_stage_run_and_both_champions(project):
     assert path.joinpath("mlartifacts").is_dir()  # artifacts beside the store, by absolute path
 
 
+def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch):
+    """What is served is what was scored: the registered pyfunc's FaceAnalyzer, loaded through MLflow,
+    gives on the test faces exactly the figures evaluate wrote (the TTA is inside the models)."""
+    import mlflow.pyfunc
+
+    from facelab.artifacts import load_split
+    from facelab.metrics import emotion_scores, keypoint_rmse
+
+    path, _, _ = project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/facelab-face-analyzer@champion")
+    analyzer = served.unwrap_python_model().analyzer
+    champions = json.loads((path / "models/champions.json").read_text())
+    assert served.metadata.metadata == {f"{task}_model": f"{entry['name']}/{entry['version']}"
+                                        for task, entry in champions.items()}
+    scored = json.loads((path / "metrics/evaluate.json").read_text())
+    keypoints = load_split(path / "data/prepared/keypoints_test.npz")
+    emotion = load_split(path / "data/prepared/emotion_test.npz")
+    rmse = keypoint_rmse(keypoints["keypoints"], analyzer.keypoints(keypoints["images"]))
+    assert rmse == pytest.approx(scored["keypoints"]["rmse_px"], rel=1e-6)
+    predicted = analyzer.probabilities(emotion["images"]).argmax(axis=1)
+    scores = emotion_scores(emotion["labels"], predicted, [str(c) for c in emotion["classes"]])
+    for metric in ("f1_weighted", "accuracy", "f1_macro"):
+        assert scores[metric] == pytest.approx(scored["emotion"][metric], rel=1e-9)
+    assert scored["precision"] == {"keypoints": "float32", "emotion": "float32"}  # the tiny profile's
+
+
+def test_mlflow_shows_the_data_sets_and_what_each_figure_was_measured_on(project):
+    path, _, _ = project
+    client = mlflow_client(path)
+    experiment = client.get_experiment_by_name("facelab")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    contexts = {name: {(d.dataset.name, {t.key: t.value for t in d.tags}["mlflow.data.context"])
+                       for d in runs[name].inputs.dataset_inputs} for name in ("train_keypoints", "evaluate")}
+    assert contexts["train_keypoints"] == {("keypoints_train", "training"), ("keypoints_val", "validation")}
+    assert contexts["evaluate"] == {("keypoints_test", "test"), ("emotion_test", "test")}
+    version = client.get_model_version_by_alias("facelab-emotion", "champion")
+    assert version.tags["facelab.labels"] == "anger,disgust,sadness,happiness,surprise"
+    assert version.tags["facelab.input_size"] == "48x48"
+    test_input = next(d for d in runs["evaluate"].inputs.dataset_inputs if d.dataset.name == "emotion_test")
+    assert version.tags["facelab.test_set"] == test_input.dataset.digest
+
+
 def test_second_repro_is_a_no_op(project):
     path, env, _ = project
     result = run(["dvc", "repro"], path, env)
     assert "Running stage" not in result.stdout
+
+
+def test_a_rerun_leaves_the_tree_clean(project):
+    """Everything the pipeline writes to git-tracked files is reproducible: a forced rerun of every
+    stage changes no tracked file but dvc.lock (whose model hashes change: a .keras file holds its
+    save time)."""
+    path, env, _ = project
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-q", "-m", "first run"], path, env)
+    run(["dvc", "repro", "-f"], path, env)
+    changed = run(["git", "status", "--porcelain"], path, env).stdout.split("\n")
+    assert [line for line in changed if line.strip()] in ([], [" M dvc.lock"]), changed
