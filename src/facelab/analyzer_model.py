@@ -44,7 +44,8 @@ from facelab.errors import FacelabError
 
 IMAGE_COLUMN, NAME_COLUMN = "image", "name"
 ARTIFACT_NAME = "analyzer"
-REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "numpy", "pandas", "opencv-python-headless", "pillow")
+REQUIREMENTS = ("mlflow", "keras", tracking.TENSORFLOW_MODULE, "numpy", "pandas", "opencv-python-headless",
+                "pillow")   # TensorFlow: the build installed here (tracking.pinned_requirements)
 
 
 class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):

@@ -4,10 +4,14 @@ Each builds the shared ResNet-18 with its head, trains it with ``training.fit`` 
 prepared (and, for keypoints, augmented) arrays, writes the best model to ``models/``, the
 per-epoch history to ``plots/`` and training metrics to ``metrics/``, and logs and registers
 the model in MLflow (alias ``candidate``); ``models/<task>.json`` records the registered version.
+Under several devices or workers (``facelab.devices``) the model is built and compiled in the strategy's
+scope, a step takes ``batch_size`` faces on every replica with the learning rate scaled to match, and
+only the chief writes files, MLflow runs and registry versions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from facelab import tracking, training
+from facelab import devices, tracking, training
 from facelab.atomic import atomic_path, write_json
 from facelab.augment import emotion_augmenter
 from facelab.config import AUGMENTED_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
@@ -46,22 +50,52 @@ def _write_history(history: dict, path: Path) -> pd.DataFrame:
     return frame
 
 
-def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, train_ds, val_ds,
+def _stage_run(stage: str, logged: dict, params: dict, chief: bool):
+    """The stage's MLflow run on the chief; nothing on the other workers of a multi-worker run."""
+    if not chief:
+        return contextlib.nullcontext()
+    return tracking.stage_run(stage, logged, params["tracking"]["experiment"])
+
+
+def _datasets(strategy, images: tuple[np.ndarray, np.ndarray], targets: tuple[np.ndarray, np.ndarray],
+              batch_size: int, seed: int, **train_options):
+    """(train, val) datasets of global batches, sharded by data across workers."""
+    batch = devices.global_batch_size(batch_size, strategy)
+    train_ds = training.make_dataset(images[0], targets[0], batch, shuffle=True, seed=seed, **train_options)
+    val_ds = training.make_dataset(images[1], targets[1], batch, shuffle=False, seed=seed)
+    return devices.shard_by_data(train_ds, strategy), devices.shard_by_data(val_ds, strategy)
+
+
+def _train(stage: str, params: dict, strategy, model: keras.Model, loss, metrics: list, train_ds, val_ds,
            n_train: int, policy: str, model_path: Path, registered_name: str, input_example: np.ndarray,
-           description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame]:
+           description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame | None]:
     cfg = params[stage]
-    per_epoch = training.images_per_epoch(n_train, cfg["batch_size"])
-    steps_per_epoch = max(1, per_epoch // cfg["batch_size"])
-    model.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"],
-                                                    cfg["epochs"] * steps_per_epoch),
-                  loss=loss, metrics=metrics)
-    folder = training.run_folder(stage, {"params": params, "n_train": n_train})
+    chief = devices.is_chief(strategy)
+    batch = devices.global_batch_size(cfg["batch_size"], strategy)
+    per_epoch = training.images_per_epoch(n_train, batch)
+    steps_per_epoch = max(1, per_epoch // batch)
+    lr = devices.scaled_learning_rate(cfg["lr"], strategy)
+    with strategy.scope():
+        model.compile(optimizer=training.make_optimizer(lr, cfg["lr_schedule"], cfg["weight_decay"],
+                                                        cfg["epochs"] * steps_per_epoch),
+                      loss=loss, metrics=metrics)
+    if chief:
+        tracking.log_params({"devices": {**devices.describe(strategy), "global_batch_size": batch, "lr": lr}})
+        if strategy.num_replicas_in_sync > 1:
+            print(f"[{stage}] {devices.describe(strategy)['strategy']}: {strategy.num_replicas_in_sync} replicas, "
+                  f"global batch {batch}, learning rate {lr:g}", flush=True)
+    folder = devices.worker_folder(training.run_folder(stage, {"params": params, "n_train": n_train}), chief)
     started = time.perf_counter()
-    best, history, progress = training.fit(
-        model, train_ds, val_ds, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch,
-        images_per_epoch=per_epoch, folder=folder,
-        resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
-        callbacks=[tracking.epoch_logger()])
+    try:
+        best, history, progress = training.fit(
+            model, train_ds, val_ds, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch,
+            images_per_epoch=per_epoch, folder=folder,
+            resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
+            callbacks=[tracking.epoch_logger()] if chief else [], show_progress=chief)
+    finally:
+        devices.release_worker_folder(folder, chief)
+    if not chief:
+        return best, {}, None
     seconds = time.perf_counter() - started
     save_model(best, model_path)
     frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
@@ -80,23 +114,26 @@ def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, tr
 def run_keypoints(params: dict) -> dict:
     cfg = params["train_keypoints"]
     seed = params["seed"]
+    strategy = devices.training_strategy()   # first: a multi-worker strategy must exist before any TF op
+    chief = devices.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     train = load_split(AUGMENTED_DIR / "keypoints_train.npz")
     val = load_split(PREPARED_DIR / "keypoints_val.npz")
     logged = {"seed": seed, "train_keypoints": cfg, "data.keypoints.missing": params["data"]["keypoints"]["missing"]}
-    with tracking.stage_run("train_keypoints", logged, params["tracking"]["experiment"]):
-        policy = training.set_precision(cfg["precision"])
-        with training.distribution_strategy().scope():
+    with _stage_run("train_keypoints", logged, params, chief):
+        policy = devices.set_precision(cfg["precision"])
+        with strategy.scope():
             model = build_keypoint_model(KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"],
                                          dropout=cfg["dropout"])
-        train_ds = training.make_dataset(train["images"], train["keypoints"], cfg["batch_size"], shuffle=True,
-                                         seed=seed)
-        val_ds = training.make_dataset(val["images"], val["keypoints"], cfg["batch_size"], shuffle=False, seed=seed)
+        train_ds, val_ds = _datasets(strategy, (train["images"], val["images"]),
+                                     (train["keypoints"], val["keypoints"]), cfg["batch_size"], seed)
         example = val["images"][:2, :, :, None].astype(np.float32)
-        _, summary, frame = _train("train_keypoints", params, model, training.masked_mse, [], train_ds, val_ds,
-                                   len(train["images"]), policy, KEYPOINT_MODEL,
+        _, summary, frame = _train("train_keypoints", params, strategy, model, training.masked_mse, [], train_ds,
+                                   val_ds, len(train["images"]), policy, KEYPOINT_MODEL,
                                    params["tracking"]["keypoints_model"], example,
                                    "ResNet-18 facial keypoints: 96x96 grayscale (0-255) -> 30 pixel coordinates")
+        if not chief:
+            return summary
         summary["val_rmse_px"] = float(np.sqrt(summary["best_val_loss"]))
         write_json(METRICS_DIR / "train_keypoints.json", summary)
         tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if not isinstance(v, str)})
@@ -117,6 +154,8 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray
 def run_emotion(params: dict) -> dict:
     cfg = params["train_emotion"]
     seed = params["seed"]
+    strategy = devices.training_strategy()   # first: a multi-worker strategy must exist before any TF op
+    chief = devices.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     train = load_split(PREPARED_DIR / "emotion_train.npz")
     val = load_split(PREPARED_DIR / "emotion_val.npz")
@@ -124,26 +163,27 @@ def run_emotion(params: dict) -> dict:
     num_classes = len(classes)
     logged = {"seed": seed, "train_emotion": cfg, "augment.emotion": params["augment"]["emotion"],
               "data.emotion.classes": ",".join(classes)}
-    with tracking.stage_run("train_emotion", logged, params["tracking"]["experiment"]):
-        policy = training.set_precision(cfg["precision"])
+    with _stage_run("train_emotion", logged, params, chief):
+        policy = devices.set_precision(cfg["precision"])
         input_size = int(train["images"].shape[1])
-        with training.distribution_strategy().scope():
+        with strategy.scope():
             model = build_emotion_model(num_classes, input_size=input_size, image_size=cfg["image_size"],
                                         width=cfg["width"], stem=cfg["stem"], dropout=cfg["dropout"])
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
         augmenter = emotion_augmenter(seed=seed, **params["augment"]["emotion"])
-        train_ds = training.make_dataset(train["images"], one_hot[train["labels"]], cfg["batch_size"], shuffle=True,
-                                         seed=seed, augmenter=augmenter, sample_weights=weights[train["labels"]])
-        val_ds = training.make_dataset(val["images"], one_hot[val["labels"]], cfg["batch_size"], shuffle=False,
-                                       seed=seed)
+        train_ds, val_ds = _datasets(strategy, (train["images"], val["images"]),
+                                     (one_hot[train["labels"]], one_hot[val["labels"]]), cfg["batch_size"], seed,
+                                     augmenter=augmenter, sample_weights=weights[train["labels"]])
         example = val["images"][:2, :, :, None].astype(np.float32)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
-        _, summary, frame = _train("train_emotion", params, model, loss, ["accuracy"], train_ds, val_ds,
+        _, summary, frame = _train("train_emotion", params, strategy, model, loss, ["accuracy"], train_ds, val_ds,
                                    len(train["images"]), policy, EMOTION_MODEL, params["tracking"]["emotion_model"],
                                    example, f"ResNet-18 emotion: {input_size}x{input_size} grayscale (0-255) -> "
                                             f"probabilities of {', '.join(classes)}",
                                    tags={"classes": ",".join(classes)})
+        if not chief:
+            return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_accuracy"] = float(best_row.get("val_accuracy", np.nan))
         summary["classes"] = classes
