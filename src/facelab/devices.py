@@ -112,8 +112,13 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def describe(strategy: tf.distribute.Strategy) -> dict:
-    """What a run logs about its devices: strategy name and replicas."""
-    return {"strategy": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
+    """What a run logs about its devices: strategy name (as tf.distribute exports it) and replicas."""
+    name = type(strategy).__name__
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"   # its class is named CollectiveAllReduceStrategy
+    elif not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        name = "default"
+    return {"strategy": name, "replicas": int(strategy.num_replicas_in_sync)}
 
 
 # --- batch, learning rate, data -------------------------------------------------------------
@@ -121,6 +126,16 @@ def describe(strategy: tf.distribute.Strategy) -> dict:
 def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy) -> int:
     """Faces per training step: params' ``batch_size`` on each replica."""
     return per_replica * strategy.num_replicas_in_sync
+
+
+def evenly_split(faces: int, strategy: tf.distribute.Strategy) -> int:
+    """How many of ``faces`` validation faces to keep so that every batch splits evenly across the replicas:
+    all of them with one replica, else at most ``replicas - 1`` fewer (the global batch is a multiple of the
+    replicas, so then every batch is). Keras 3.15 with TensorFlow 2.21 fails on uneven splits: it reduces the
+    first batch across replicas to build the model ("Inputs to operation AddN of type AddN must have the same
+    size and shape. Input 0: [7,96,96,1] != input 1: [6,96,96,1]"), and a replica given an empty batch fails
+    in BatchNormalization ("Incompatible shapes: [32] vs. [0,48,48,16]")."""
+    return faces - faces % strategy.num_replicas_in_sync
 
 
 def scaled_learning_rate(lr: float, strategy: tf.distribute.Strategy) -> float:

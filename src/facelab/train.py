@@ -23,6 +23,7 @@ from facelab import devices, tracking, training
 from facelab.atomic import atomic_path, write_json
 from facelab.augment import emotion_augmenter
 from facelab.config import AUGMENTED_DIR, METRICS_DIR, MODELS_DIR, PLOTS_DIR, PREPARED_DIR
+from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_IMAGE_SIZE
 from facelab.model import build_emotion_model, build_keypoint_model
 from facelab.prepare import load_split
@@ -59,10 +60,15 @@ def _stage_run(stage: str, logged: dict, params: dict, chief: bool):
 
 def _datasets(strategy, images: tuple[np.ndarray, np.ndarray], targets: tuple[np.ndarray, np.ndarray],
               batch_size: int, seed: int, **train_options):
-    """(train, val) datasets of global batches, sharded by data across workers."""
+    """(train, val) datasets of global batches, sharded by data across workers; with several replicas the
+    validation set leaves out its last ``len % replicas`` faces (``devices.evenly_split``)."""
     batch = devices.global_batch_size(batch_size, strategy)
     train_ds = training.make_dataset(images[0], targets[0], batch, shuffle=True, seed=seed, **train_options)
-    val_ds = training.make_dataset(images[1], targets[1], batch, shuffle=False, seed=seed)
+    kept = devices.evenly_split(len(images[1]), strategy)
+    if not kept:
+        raise FacelabError(f"{len(images[1])} validation faces cannot be split over "
+                           f"{strategy.num_replicas_in_sync} replicas")
+    val_ds = training.make_dataset(images[1][:kept], targets[1][:kept], batch, shuffle=False, seed=seed)
     return devices.shard_by_data(train_ds, strategy), devices.shard_by_data(val_ds, strategy)
 
 
