@@ -88,19 +88,24 @@ def project(profile: str, work: Path) -> tuple[Path, dict]:
     return path, env
 
 
-def run_profile(profile: str, work: Path) -> list[dict]:
+def run_profile(profile: str, work: Path, timeout: int) -> list[dict]:
+    """One row per training stage of ``profile``; a stage that fails or times out is a row saying so."""
     from tests.e2e.helpers import run
 
     path, env = project(profile, work)
     started = time.perf_counter()
-    run(["dvc", "repro", "augment"], path, env, timeout=STAGE_TIMEOUT_S)
-    data_seconds = round(time.perf_counter() - started, 1)
     rows = []
-    for stage in PROFILES[profile]:
-        result = run([sys.executable, str(Path(__file__).resolve()), "--train", stage], path, env,
-                     timeout=STAGE_TIMEOUT_S)
-        line = next(x for x in result.stdout.splitlines() if x.startswith(RESULT_PREFIX))
-        rows.append({"profile": profile, "data_seconds": data_seconds, **json.loads(line[len(RESULT_PREFIX):])})
+    try:
+        run(["dvc", "repro", "augment"], path, env, timeout=timeout)
+        data_seconds = round(time.perf_counter() - started, 1)
+        for stage in PROFILES[profile]:
+            result = run([sys.executable, str(Path(__file__).resolve()), "--train", stage], path, env,
+                         timeout=timeout)
+            line = next(x for x in result.stdout.splitlines() if x.startswith(RESULT_PREFIX))
+            rows.append({"profile": profile, "data_seconds": data_seconds, **json.loads(line[len(RESULT_PREFIX):])})
+    except (AssertionError, subprocess.TimeoutExpired) as exc:
+        print(str(exc)[-3000:], file=sys.stderr)
+        rows.append({"profile": profile, "failed": f"{type(exc).__name__} after {time.perf_counter() - started:.0f} s"})
     return rows
 
 
@@ -151,6 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", nargs="+", choices=list(PROFILES), default=list(PROFILES))
     parser.add_argument("--require-gpu", action="store_true", help="exit 1 when TensorFlow sees no GPU")
+    parser.add_argument("--timeout", type=int, default=STAGE_TIMEOUT_S, help="seconds per child process")
     parser.add_argument("--work", type=Path, help="where the project copies go (default: a temporary folder)")
     parser.add_argument("--train", choices=["train_keypoints", "train_emotion"], help=argparse.SUPPRESS)
     parser.add_argument("--check-report", type=Path, help="check a pip --dry-run --report of the GPU install")
@@ -174,15 +180,18 @@ def main() -> int:
     rows = []
     for profile in args.profiles:
         print(f"... {profile}", flush=True)
-        rows.extend(run_profile(profile, work))
+        rows.extend(run_profile(profile, work, args.timeout))
     print(f"\n{len(rows)} training runs in {time.perf_counter() - started:.0f} s (copies in {work}), "
           f"load average {os.getloadavg()[0]:.2f}\n")
     print("| profile | stage | device | precision | images/s | training s | peak GPU memory | data s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "failed" in r:
+            print(f"| {r['profile']} | failed: {r['failed']} | | | | | | |")
+            continue
         print(f"| {r['profile']} | {r['stage']} | {r['device']} | {r['precision']} | {r['images_per_second']:.0f} | "
               f"{r['train_seconds']:.1f} | {gib(r['peak_gpu_bytes'])} | {r['data_seconds']:.1f} |")
-    return 0
+    return 1 if any("failed" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

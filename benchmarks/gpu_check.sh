@@ -38,6 +38,6 @@ else
   echo "== GPU install resolved in $((SECONDS - started)) s (not installed)"
   .venv/bin/python benchmarks/gpu_check.py --check-report "$DIR/gpu-install.json"
   echo "== the tiny profile on this machine (.venv, CPU)"
-  PATH="$PWD/.venv/bin:$PATH" .venv/bin/python benchmarks/gpu_check.py --profiles tiny --work "$DIR/copies"
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/python benchmarks/gpu_check.py --profiles tiny --timeout 1800 --work "$DIR/copies"
 fi
 echo "== gpu_check.sh done in $((SECONDS - started)) s"
