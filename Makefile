@@ -2,6 +2,9 @@
 #   make pipeline   install into .venv and run the whole pipeline on the synthetic default (dvc repro)
 #   make test       install into .venv (with test extras) and run the test suite
 PYTHON ?= python3.11
+# The extras installed: exactly one of cpu / gpu picks the TensorFlow build (EXTRAS=gpu,test on a GPU machine,
+# into a fresh .venv: docs/devices.md).
+EXTRAS ?= cpu,test
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -11,7 +14,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)

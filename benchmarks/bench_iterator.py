@@ -38,12 +38,12 @@ def build(task: str, faces: int):
     """(compiled model, finite shuffled training dataset) for ``task``."""
     import keras
 
-    from facelab import training
+    from facelab import devices, training
     from facelab.augmentation import emotion_augmenter
     from facelab.model import build_emotion_model, build_keypoint_model
 
     rng = np.random.default_rng(SEED)
-    training.set_precision("auto")
+    devices.set_precision("auto")
     optimizer = training.make_optimizer(1e-3, "cosine", 1e-4, 1000)
     if task == "emotion":
         images = rng.integers(0, 255, (faces, 48, 48), dtype=np.uint8)

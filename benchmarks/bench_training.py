@@ -16,7 +16,7 @@ profiles train it: 48x48 faces resized to 96x96 inside the model):
   numpy (the same images per epoch as facelab's ``augment`` stage writes); for emotion a
   ``keras.utils.PyDataset`` (default settings: one worker, the main thread) flips and shifts every
   batch in numpy (Keras 3 has no ImageDataGenerator).
-* facelab: what ``facelab.train`` does: ``training.set_precision("auto")`` (mixed_bfloat16 on a CPU
+* facelab: what ``facelab.train`` does: ``devices.set_precision("auto")`` (mixed_bfloat16 on a CPU
   with AVX512_BF16/AMX, mixed_float16 on a GPU, else float32), ``training.make_dataset`` over uint8
   arrays (emotion: with ``augment.emotion_augmenter`` from params.yaml and per-sample class weights),
   AdamW with the cosine schedule, ``training.masked_mse`` / categorical cross-entropy.
@@ -201,7 +201,7 @@ def _faces_needed(batch: int, steps: int, per_face: int = 1) -> int:
 def keypoint_variants(params: dict, steps: int):
     import keras
 
-    from facelab import synthetic, training
+    from facelab import devices, synthetic, training
     from facelab.augmentation import expand_keypoint_training_set
     from facelab.model import build_keypoint_model
 
@@ -217,7 +217,7 @@ def keypoint_variants(params: dict, steps: int):
     x = images.astype(np.float32)[..., None]        # the classic float32 array in memory
     plain_fit = ((x, points), {"batch_size": batch, "shuffle": True})
 
-    policy = training.set_precision("auto")
+    policy = devices.set_precision("auto")
     ours = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
     ours.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
                  loss=training.masked_mse)
@@ -230,7 +230,7 @@ def keypoint_variants(params: dict, steps: int):
 def emotion_variants(params: dict, steps: int, image_size: int = 48):
     import keras
 
-    from facelab import synthetic, training
+    from facelab import devices, synthetic, training
     from facelab.augmentation import emotion_augmenter
     from facelab.model import build_emotion_model
     from facelab.train import class_weights
@@ -246,7 +246,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     plain_ds = _plain_emotion_dataset(images, one_hot, batch, SEED)
 
-    policy = training.set_precision("auto")
+    policy = devices.set_precision("auto")
     ours = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
     ours.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),

@@ -46,7 +46,8 @@ from facelab.predict import analyse_encoded
 
 IMAGE_COLUMN, NAME_COLUMN = "image", "name"
 ARTIFACT_NAME = "analyzer"
-REQUIREMENTS = ("mlflow", "keras", "tensorflow-cpu", "numpy", "pandas", "opencv-python-headless", "pillow")
+REQUIREMENTS = ("mlflow", "keras", tracking.TENSORFLOW_MODULE, "numpy", "pandas", "opencv-python-headless",
+                "pillow")   # TensorFlow: the build installed here (tracking.pinned_requirements)
 
 
 class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):

@@ -262,7 +262,19 @@ def log_and_register_keras(model, name: str, input_example, description: str = "
             "model_uri": info.model_uri}
 
 
-KERAS_REQUIREMENTS = ("keras", "tensorflow-cpu", "numpy")
+KERAS_REQUIREMENTS = ("keras", "tensorflow", "numpy")
+TENSORFLOW_MODULE = "tensorflow"
+
+
+def _distributions(package: str) -> list[str]:
+    """The installed distributions to pin for ``package``. ``tensorflow`` is the module: it is pinned as the
+    build installed here, ``tensorflow-cpu`` (``.[cpu]``) or ``tensorflow`` (``.[gpu]``, pinned without its
+    CUDA extra: that wheel serves on a CPU as well), so a model is served with the TensorFlow it was trained with."""
+    if package != TENSORFLOW_MODULE:
+        return [package]
+    from importlib.metadata import packages_distributions
+
+    return sorted({name.replace("_", "-").lower() for name in packages_distributions().get(TENSORFLOW_MODULE, [])})
 
 
 def pinned_requirements(packages: tuple[str, ...]) -> list[str]:
@@ -271,10 +283,11 @@ def pinned_requirements(packages: tuple[str, ...]) -> list[str]:
 
     pins = []
     for package in packages:
-        try:
-            pins.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            continue
+        for name in _distributions(package):
+            try:
+                pins.append(f"{name}=={version(name)}")
+            except PackageNotFoundError:
+                continue
     return pins
 
 

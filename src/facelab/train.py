@@ -6,10 +6,14 @@ prepared (and, for keypoints, augmented) arrays, wraps the best model in its tes
 serves), writes it to ``models/``, the per-epoch history to ``plots/`` and training metrics to
 ``metrics/`` (no timings: those vary run to run and go to MLflow only), and logs and registers
 the model in MLflow (alias ``candidate``, tag ``facelab.model_md5`` = the file's md5).
+Under several devices or workers (``facelab.devices``) the model is built and compiled in the strategy's
+scope, a step takes ``batch_size`` faces on every replica with the learning rate scaled to match, and
+only the chief writes files, MLflow runs and registry versions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -17,11 +21,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from facelab import artifacts, tracking, training, tta
+from facelab import artifacts, devices, tracking, training, tta
 from facelab.artifacts import EMOTION_MODEL, KEYPOINT_MODEL
 from facelab.atomic import atomic_path, write_json
 from facelab.augmentation import emotion_augmenter
 from facelab.config import METRICS_DIR, PLOTS_DIR
+from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_IMAGE_SIZE
 from facelab.model import build_emotion_model, build_keypoint_model
 
@@ -48,22 +53,65 @@ def log_split(name: str, path: Path, split: dict[str, np.ndarray], context: str)
     return digest
 
 
-def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, train_ds, val_ds,
+@contextlib.contextmanager
+def _stage_run(stage: str, logged: dict, params: dict, chief: bool, splits: dict):
+    """The stage's MLflow run with its data sets on the chief; nothing on the other workers of a multi-worker run.
+
+    ``splits``: name -> (path, arrays, MLflow context) of the data sets the stage trains on.
+    """
+    if not chief:
+        yield
+        return
+    with tracking.stage_run(stage, logged, params["tracking"]["experiment"]):
+        for name, (path, split, context) in splits.items():
+            log_split(name, path, split, context)
+        yield
+
+
+def _datasets(strategy, images: tuple[np.ndarray, np.ndarray], targets: tuple[np.ndarray, np.ndarray],
+              batch_size: int, seed: int, **train_options):
+    """(train, val) datasets of global batches, sharded by data across workers; with several replicas the
+    validation set leaves out its last ``len % replicas`` faces (``devices.evenly_split``)."""
+    batch = devices.global_batch_size(batch_size, strategy)
+    train_ds = training.make_dataset(images[0], targets[0], batch, shuffle=True, seed=seed, **train_options)
+    kept = devices.evenly_split(len(images[1]), strategy)
+    if not kept:
+        raise FacelabError(f"{len(images[1])} validation faces cannot be split over "
+                           f"{strategy.num_replicas_in_sync} replicas")
+    val_ds = training.make_dataset(images[1][:kept], targets[1][:kept], batch, shuffle=False, seed=seed)
+    return devices.shard_by_data(train_ds, strategy), devices.shard_by_data(val_ds, strategy)
+
+
+def _train(stage: str, params: dict, strategy, model: keras.Model, loss, metrics: list, train_ds, val_ds,
            n_train: int, policy: str, model_path: Path, registered_name: str, input_example: np.ndarray,
-           description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame]:
+           description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame | None]:
     cfg = params[stage]
-    per_epoch = training.images_per_epoch(n_train, cfg["batch_size"])
-    steps_per_epoch = max(1, per_epoch // cfg["batch_size"])
-    model.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"],
-                                                    cfg["epochs"] * steps_per_epoch, cfg["optimizer"]),
-                  loss=loss, metrics=metrics)
-    folder = training.run_folder(stage, {"params": params, "n_train": n_train})
+    chief = devices.is_chief(strategy)
+    batch = devices.global_batch_size(cfg["batch_size"], strategy)
+    per_epoch = training.images_per_epoch(n_train, batch)
+    steps_per_epoch = max(1, per_epoch // batch)
+    lr = devices.scaled_learning_rate(cfg["lr"], strategy)
+    with strategy.scope():
+        model.compile(optimizer=training.make_optimizer(lr, cfg["lr_schedule"], cfg["weight_decay"],
+                                                        cfg["epochs"] * steps_per_epoch, cfg["optimizer"]),
+                      loss=loss, metrics=metrics)
+    if chief:
+        tracking.log_params({"devices": {**devices.describe(strategy), "global_batch_size": batch, "lr": lr}})
+        if strategy.num_replicas_in_sync > 1:
+            print(f"[{stage}] {devices.describe(strategy)['strategy']}: {strategy.num_replicas_in_sync} replicas, "
+                  f"global batch {batch}, learning rate {lr:g}", flush=True)
+    folder = devices.worker_folder(training.run_folder(stage, {"params": params, "n_train": n_train}), chief)
     started = time.perf_counter()
-    best, history, progress = training.fit(
-        model, train_ds, val_ds, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch,
-        images_per_epoch=per_epoch, folder=folder,
-        resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
-        callbacks=[tracking.epoch_logger()])
+    try:
+        best, history, progress = training.fit(
+            model, train_ds, val_ds, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch,
+            images_per_epoch=per_epoch, folder=folder,
+            resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
+            callbacks=[tracking.epoch_logger()] if chief else [], show_progress=chief)
+    finally:
+        devices.release_worker_folder(folder, chief)
+    if not chief:
+        return best, {}, None
     seconds = time.perf_counter() - started
     served = tta.wrap(best, stage.split("_", 1)[1], **cfg["tta"])
     save_model(served, model_path)
@@ -85,27 +133,30 @@ def _train(stage: str, params: dict, model: keras.Model, loss, metrics: list, tr
 def run_keypoints(params: dict) -> dict:
     cfg = params["train_keypoints"]
     seed = params["seed"]
+    strategy = devices.training_strategy()   # first: a multi-worker strategy must exist before any TF op
+    chief = devices.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     files = artifacts.stage_files("train_keypoints")
     train = artifacts.load_split(files["keypoints_train"])
     val = artifacts.load_split(files["keypoints_val"])
     logged = {"seed": seed, "train_keypoints": cfg, "data.keypoints.missing": params["data"]["keypoints"]["missing"]}
-    with tracking.stage_run("train_keypoints", logged, params["tracking"]["experiment"]):
-        log_split("keypoints_train", files["keypoints_train"], train, "training")
-        log_split("keypoints_val", files["keypoints_val"], val, "validation")
-        policy = training.set_precision(cfg["precision"])
-        with training.distribution_strategy().scope():
+    splits = {"keypoints_train": (files["keypoints_train"], train, "training"),
+              "keypoints_val": (files["keypoints_val"], val, "validation")}
+    with _stage_run("train_keypoints", logged, params, chief, splits):
+        policy = devices.set_precision(cfg["precision"])
+        with strategy.scope():
             model = build_keypoint_model(KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"],
                                          dropout=cfg["dropout"], head=cfg["head"])
-        train_ds = training.make_dataset(train["images"], train["keypoints"], cfg["batch_size"], shuffle=True,
-                                         seed=seed)
-        val_ds = training.make_dataset(val["images"], val["keypoints"], cfg["batch_size"], shuffle=False, seed=seed)
+        train_ds, val_ds = _datasets(strategy, (train["images"], val["images"]),
+                                     (train["keypoints"], val["keypoints"]), cfg["batch_size"], seed)
         example = val["images"][:2, :, :, None].astype(np.float32)
-        _, summary, frame = _train("train_keypoints", params, model, training.KEYPOINT_LOSSES[cfg["loss"]],
-                                   [training.masked_mse], train_ds, val_ds,
-                                   len(train["images"]), policy, KEYPOINT_MODEL,
+        _, summary, frame = _train("train_keypoints", params, strategy, model,
+                                   training.KEYPOINT_LOSSES[cfg["loss"]], [training.masked_mse], train_ds,
+                                   val_ds, len(train["images"]), policy, KEYPOINT_MODEL,
                                    params["tracking"]["keypoints_model"], example,
                                    "ResNet-18 facial keypoints: 96x96 grayscale (0-255) -> 30 pixel coordinates")
+        if not chief:
+            return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_rmse_px"] = float(np.sqrt(best_row["val_masked_mse"]))
         write_json(METRICS_DIR / "train_keypoints.json", summary)
@@ -127,6 +178,8 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray
 def run_emotion(params: dict) -> dict:
     cfg = params["train_emotion"]
     seed = params["seed"]
+    strategy = devices.training_strategy()   # first: a multi-worker strategy must exist before any TF op
+    chief = devices.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     files = artifacts.stage_files("train_emotion")
     train = artifacts.load_split(files["emotion_train"])
@@ -135,28 +188,29 @@ def run_emotion(params: dict) -> dict:
     num_classes = len(classes)
     logged = {"seed": seed, "train_emotion": cfg, "augment.emotion": params["augment"]["emotion"],
               "data.emotion.classes": ",".join(classes)}
-    with tracking.stage_run("train_emotion", logged, params["tracking"]["experiment"]):
-        log_split("emotion_train", files["emotion_train"], train, "training")
-        log_split("emotion_val", files["emotion_val"], val, "validation")
-        policy = training.set_precision(cfg["precision"])
+    splits = {"emotion_train": (files["emotion_train"], train, "training"),
+              "emotion_val": (files["emotion_val"], val, "validation")}
+    with _stage_run("train_emotion", logged, params, chief, splits):
+        policy = devices.set_precision(cfg["precision"])
         input_size = int(train["images"].shape[1])
-        with training.distribution_strategy().scope():
+        with strategy.scope():
             model = build_emotion_model(num_classes, input_size=input_size, image_size=cfg["image_size"],
                                         width=cfg["width"], stem=cfg["stem"], dropout=cfg["dropout"])
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
         augmenter = emotion_augmenter(seed=seed, **params["augment"]["emotion"])
-        train_ds = training.make_dataset(train["images"], one_hot[train["labels"]], cfg["batch_size"], shuffle=True,
-                                         seed=seed, augmenter=augmenter, sample_weights=weights[train["labels"]])
-        val_ds = training.make_dataset(val["images"], one_hot[val["labels"]], cfg["batch_size"], shuffle=False,
-                                       seed=seed)
+        train_ds, val_ds = _datasets(strategy, (train["images"], val["images"]),
+                                     (one_hot[train["labels"]], one_hot[val["labels"]]), cfg["batch_size"], seed,
+                                     augmenter=augmenter, sample_weights=weights[train["labels"]])
         example = val["images"][:2, :, :, None].astype(np.float32)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
-        _, summary, frame = _train("train_emotion", params, model, loss, ["accuracy"], train_ds, val_ds,
+        _, summary, frame = _train("train_emotion", params, strategy, model, loss, ["accuracy"], train_ds, val_ds,
                                    len(train["images"]), policy, EMOTION_MODEL, params["tracking"]["emotion_model"],
                                    example, f"ResNet-18 emotion: {input_size}x{input_size} grayscale (0-255) -> "
                                             f"probabilities of {', '.join(classes)}",
                                    tags={"classes": ",".join(classes)})
+        if not chief:
+            return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_accuracy"] = float(best_row.get("val_accuracy", np.nan))
         summary["classes"] = classes

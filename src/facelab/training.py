@@ -1,4 +1,4 @@
-"""Training: tf.data input pipelines, losses, precision and device set-up, and the fit loop.
+"""Training: tf.data input pipelines, losses, and the fit loop (devices and precision: ``facelab.devices``).
 
 ``fit`` trains a compiled model, keeps the best weights by validation loss, shows progress
 with an ETA, and can resume an interrupted run from its last epoch (Keras BackupAndRestore
@@ -25,41 +25,6 @@ from facelab.atomic import atomic_path, write_json
 from facelab.config import CHECKPOINTS_DIR, workspace_root
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-# --- device and precision -------------------------------------------------------------------
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bfloat16 matrix instructions (AVX512_BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """'auto' -> mixed_float16 on a GPU, mixed_bfloat16 on a bf16-capable CPU, else float32."""
-    if precision != "auto":
-        return precision
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
-
-
-def set_precision(precision: str) -> str:
-    policy = resolve_precision(precision)
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
-
-
-def distribution_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirrored when TF_CONFIG names a cluster, Mirrored over several GPUs, else default."""
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 # --- losses ---------------------------------------------------------------------------------
@@ -188,9 +153,9 @@ def make_optimizer(lr: float, schedule: str, weight_decay: float, steps: int,
 class ProgressWithEta(keras.callbacks.Callback):
     """One line per epoch: epoch i/n, the logs, images/s and the time left."""
 
-    def __init__(self, epochs: int, images_per_epoch: int, label: str):
+    def __init__(self, epochs: int, images_per_epoch: int, label: str, show: bool = True):
         super().__init__()
-        self.epochs, self.images, self.label = epochs, images_per_epoch, label
+        self.epochs, self.images, self.label, self.show = epochs, images_per_epoch, label, show
         self.started = self.epoch_started = 0.0
         self.first_epoch: int | None = None
         self.images_per_second: list[float] = []
@@ -208,6 +173,8 @@ class ProgressWithEta(keras.callbacks.Callback):
         self.images_per_second.append(self.images / max(now - self.epoch_started, 1e-9))
         done = epoch + 1 - (self.first_epoch or 0)
         eta = (now - self.started) / done * (self.epochs - epoch - 1)
+        if not self.show:
+            return
         shown = " ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items() if k != "learning_rate")
         print(f"[{self.label}] epoch {epoch + 1}/{self.epochs} {shown} "
               f"{self.images_per_second[-1]:.0f} img/s, ETA {eta / 60:.1f} min", flush=True)
@@ -292,8 +259,8 @@ def run_folder(stage: str, settings: dict) -> Path:
 
 def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, *, epochs: int,
         steps_per_epoch: int, images_per_epoch: int, folder: Path, resume: bool, label: str,
-        early_stopping_patience: int = 0,
-        callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[keras.Model, dict, ProgressWithEta]:
+        early_stopping_patience: int = 0, callbacks: Sequence[keras.callbacks.Callback] = (),
+        show_progress: bool = True) -> tuple[keras.Model, dict, ProgressWithEta]:
     """Train ``model`` and return (best model by val_loss, history of every epoch, progress).
 
     ``train_ds`` (one pass = one epoch of ``steps_per_epoch`` batches) is repeated and read through
@@ -302,13 +269,14 @@ def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, 
     239-254 img/s on 1.9 cores with one iterator (``benchmarks/bench_iterator.py``).
     ``folder`` holds the resumable state: ``backup/`` (last epoch), ``best.weights.h5`` and
     ``history.csv`` (all epochs, across resumes).
-    With ``resume`` false any earlier state there is discarded first.
+    With ``resume`` false any earlier state there is discarded first. ``show_progress`` false: no epoch lines
+    (the other workers of a multi-worker run).
     """
     if not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     best_path = folder / "best.weights.h5"
-    progress = ProgressWithEta(epochs, images_per_epoch, label)
+    progress = ProgressWithEta(epochs, images_per_epoch, label, show_progress)
     backup = AtomicBackupAndRestore(folder / "backup")
     all_callbacks = [
         backup,
