@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "accuracy_runs.csv"
@@ -79,7 +79,8 @@ def main(argv=None) -> int:
            "cpu_min": round((usage.ru_utime + usage.ru_stime) / 60, 1),
            "val_metric": val_key, "val": round(train[val_key], 4),
            "test_metric": test_key if test is not None else "", "test": round(test, 4) if test is not None else "",
-           "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), "note": args.note, "command": shlex.join(command)}
+           "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "note": args.note,
+           "command": shlex.join(command)}
     append_row(row)
     print(f"accuracy_run: {row}")
     return 0
