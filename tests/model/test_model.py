@@ -63,3 +63,47 @@ def test_keypoint_model_can_fit_a_tiny_batch():
     first = model.evaluate(x, y, verbose=0)
     model.fit(x, y, epochs=30, batch_size=8, verbose=0)
     assert model.evaluate(x, y, verbose=0) < first / 2
+
+
+@pytest.mark.parametrize("head", ["dense", "flatten", "softargmax"])
+def test_every_keypoint_head_gives_30_coordinates_and_reloads_in_safe_mode(head, tmp_path):
+    model = build_keypoint_model(96, width=16, head=head)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 1)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    assert loaded(x).shape == (2, 30)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-4, atol=1e-3)
+
+
+def test_soft_argmax_finds_the_peak_of_a_heatmap_in_input_pixels():
+    from facelab.model import SpatialSoftArgmax
+
+    maps = np.full((1, 12, 12, 2), -50.0, np.float32)
+    maps[0, 3, 7, 0] = 50.0     # row 3, column 7 of a stride-8 map over 96 px: x = 7.5 * 8 - 0.5, y = 3.5 * 8 - 0.5
+    maps[0, 10, 0, 1] = 50.0
+    points = np.asarray(SpatialSoftArgmax(96)(maps))[0]
+    np.testing.assert_allclose(points, [59.5, 27.5, 3.5, 83.5], atol=1e-3)
+
+
+def test_l1_and_wing_losses_ignore_missing_targets_and_grow_with_the_error():
+    from facelab.training import masked_l1, masked_wing
+
+    y_true = np.array([[10.0, np.nan, 30.0]], np.float32)
+    near = np.array([[11.0, 0.0, 30.0]], np.float32)
+    far = np.array([[40.0, 0.0, 30.0]], np.float32)
+    assert float(np.asarray(masked_l1(y_true, near))[0]) == pytest.approx(0.5)
+    for loss in (masked_l1, masked_wing):
+        assert float(np.asarray(loss(y_true, far))[0]) > float(np.asarray(loss(y_true, near))[0]) > 0
+    # wing: log-shaped below its width (10 px), so a 1 px error weighs more than in L1
+    assert float(np.asarray(masked_wing(y_true, near))[0]) > float(np.asarray(masked_l1(y_true, near))[0])
+
+
+def test_one_cycle_rate_rises_then_falls_to_zero():
+    from facelab.training import OneCycle, make_optimizer
+
+    schedule = OneCycle(0.1, 100)
+    rates = [float(schedule(step)) for step in (0, 15, 60, 100)]
+    assert rates[0] == pytest.approx(0.01) and rates[1] == pytest.approx(0.1) and rates[3] == pytest.approx(0.0)
+    assert rates[1] > rates[2] > rates[3]
+    optimizer = make_optimizer(0.1, "onecycle", 5e-4, 100, "sgd")
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
