@@ -1,6 +1,6 @@
 # facelab: the two set-up commands of the README, and a few conveniences.
 #   make pipeline   install into .venv and run the whole pipeline on the synthetic default (dvc repro)
-#   make test       install into .venv (with test extras) and run the test suite
+#   make test       install into .venv (with the test and team-test extras) and run the test suite
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,team-test]'
 	touch $(STAMP)
 
 install: $(STAMP)
