@@ -42,7 +42,7 @@ DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 SQLITE_BUSY_TIMEOUT_S = 60
 # Back-off between tries: 0.25 s doubling up to 5 s, for at most RETRY_BUDGET_S of waiting in all
-# (about 16 tries): a tracking server that restarts in 10-30 s is waited out, one that stays down
+# (at most 16 tries): a tracking server that restarts in 10-30 s is waited out, one that stays down
 # ends the stage in about a minute. FACELAB_RETRY_BUDGET_S overrides the budget (tests use a small one).
 RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S, RETRY_BUDGET_S = 0.25, 5.0, 60.0
 # MLflow's own HTTP retries (7, ~4 min of back-off by default) would hide a server that is down
@@ -113,7 +113,8 @@ def retry(fn: Callable[[], T], what: str = "MLflow call") -> T:
             if waited + delay > budget:
                 uri = _redacted(tracking_uri())
                 where = f"MLflow server {uri} unreachable" if uri.startswith("http") else f"MLflow store {uri} busy"
-                last = " ".join(str(exc).split())[:300]
+                root = list(_causes(exc))[-1]  # e.g. ConnectionRefusedError, not MLflow's wrapping of it
+                last = " ".join(f"{type(root).__name__}: {root}".split())[:200]
                 raise FacelabError(f"{where} after {tries} tries in {waited:.0f} s ({what}): {last}") from exc
             time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY_S)
@@ -295,9 +296,16 @@ def close_abandoned_runs() -> None:
             continue
         run_id = marker.stem
         client = MlflowClient()
-        if retry(lambda: client.get_run(run_id), "get run").info.status == "RUNNING":
+        try:
+            status = retry(lambda: client.get_run(run_id), "get run").info.status
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            status = None  # deleted meanwhile by someone: nothing to close
+        if status == "RUNNING":
             retry(lambda: client.set_terminated(run_id, "FAILED"), "end abandoned run")
-        _discard_unfinished_versions(run_id)
+        if status is not None:
+            _discard_unfinished_versions(run_id)
         marker.unlink(missing_ok=True)
 
 
