@@ -15,7 +15,6 @@ from mlflow.exceptions import MlflowException, RestException
 
 from facelab import tracking
 from facelab.cli import guarded
-from facelab.errors import FacelabError
 
 
 def _wrapped(cause: BaseException) -> MlflowException:

@@ -30,6 +30,7 @@ import pytest
 import requests
 
 from tests.e2e.helpers import REPO, make_project_copy, run
+from tests.e2e import test_experiments
 from tests.e2e.test_experiments import _start_queue, _stop_workers, _wait_for_queue
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -44,7 +45,10 @@ AWS_KEY, AWS_SECRET = f"AKIA{secrets.token_hex(8).upper()}", secrets.token_urlsa
 SECRETS = [ADMIN_PASSWORD, AWS_SECRET, *USERS.values()]
 EXPERIMENTS = {"alice": ("train_keypoints.lr=0.001", "train_emotion.dropout=0.1"),
                "bob": ("train_keypoints.lr=0.003", "train_emotion.dropout=0.3")}
-STAGES = {"prepare", "augment", "train_keypoints", "train_emotion", "evaluate", "combine"}
+SHARED_STAGES = {"prepare", "augment"}
+EXP_STAGES = {"train_keypoints", "train_emotion", "evaluate", "combine"}
+STAGES = SHARED_STAGES | EXP_STAGES
+QUEUE_TIMEOUT_S = 2400  # on a 2-core machine busy with other trainings two tiny experiments took over 15 min
 CHAMPION_METRICS = {"facelab-keypoints": ("keypoints.rmse_px", min), "facelab-emotion": ("emotion.f1_weighted", max)}
 RESTART_WAIT_S = 600
 YTF_VAL = REPO.parent / "shared" / "data" / "keypoints" / "ytf-keypoints-val.csv.gz"
@@ -186,6 +190,13 @@ def test_two_members_one_server_one_remote(services, tmp_path):
     run(["dvc", "remote", "add", "-d", "team", f"s3://{team_services.BUCKET}/dvc"], origin, env)
     run(["dvc", "remote", "modify", "team", "endpointurl", endpoint], origin, env)
     run(["git", "commit", "-q", "-am", "team remote"], origin, env)
+    # The shared data once, on main and in S3 (members' experiments then only train, evaluate, combine).
+    lead = dict(env, MLFLOW_TRACKING_URI=uri, MLFLOW_TRACKING_USERNAME=team_services.ADMIN_USER,
+                MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD, AWS_ACCESS_KEY_ID=AWS_KEY, AWS_SECRET_ACCESS_KEY=AWS_SECRET)
+    run(["dvc", "repro", "augment"], origin, lead)
+    run(["dvc", "push"], origin, lead)
+    run(["git", "add", "-A"], origin, env)
+    run(["git", "commit", "-q", "-m", "prepared data"], origin, env)
     remote = tmp_path / "remote.git"
     run(["git", "clone", "-q", "--bare", str(origin), str(remote)], tmp_path, env)
 
@@ -201,6 +212,7 @@ def test_two_members_one_server_one_remote(services, tmp_path):
     members = {"alice": _member("alice", remote, tmp_path / "alice", env, uri, dvc_local=True),
                "bob": _member("bob", remote, tmp_path / "bob", env, uri, dvc_local=False)}
     for name, (path, member_env) in members.items():
+        run(["dvc", "pull"], path, member_env)
         sets = [arg for s in EXPERIMENTS[name] for arg in ("-S", s)]
         run(["dvc", "exp", "run", "--queue", "-n", f"{name}-exp", *sets], path, member_env)
 
@@ -211,7 +223,8 @@ def test_two_members_one_server_one_remote(services, tmp_path):
         try:
             for path, member_env in members.values():  # both at once: the two members' queues overlap
                 _start_queue(path, member_env, jobs=1)
-            statuses = {name: _wait_for_queue(path, member_env) for name, (path, member_env) in members.items()}
+            with mock.patch.object(test_experiments, "QUEUE_TIMEOUT_S", QUEUE_TIMEOUT_S):
+                statuses = {name: _wait_for_queue(path, member_env) for name, (path, member_env) in members.items()}
         finally:
             for path, member_env in members.values():
                 _stop_workers(path, member_env)
@@ -225,10 +238,11 @@ def test_two_members_one_server_one_remote(services, tmp_path):
         experiment = client.get_experiment_by_name("facelab")
         runs = client.search_runs([experiment.experiment_id], max_results=1000)
         assert {(r.info.run_name, r.info.status) for r in runs} == {(s, "FINISHED") for s in STAGES}
-        by_exp: dict[str, list[str]] = {}
+        by_exp: dict[str | None, list[str]] = {}
         for r in runs:
             by_exp.setdefault(r.data.tags.get("dvc.exp_name"), []).append(r.info.run_name)
-        assert {k: sorted(v) for k, v in by_exp.items()} == {f"{n}-exp": sorted(STAGES) for n in members}
+        assert {k: sorted(v) for k, v in by_exp.items()} == {None: sorted(SHARED_STAGES),
+                                                             **{f"{n}-exp": sorted(EXP_STAGES) for n in members}}
         for model in CHAMPION_METRICS:
             values = _check_registry(client, model, expected_versions=2)
             assert len(set(values.values())) == 2, f"{model}: both members trained the same model {values}"
@@ -266,7 +280,8 @@ def test_two_members_one_server_one_remote(services, tmp_path):
         print(f"restart: {outcome}")
         runs = client.search_runs([experiment.experiment_id], max_results=1000)
         assert not [r.info.run_name for r in runs if r.info.status not in ("FINISHED", "FAILED")]
-        assert len([r for r in runs if r.info.status == "FINISHED"]) == 2 * len(STAGES) + 3  # + carol's 3 stages
+        finished = len(SHARED_STAGES) + 2 * len(EXP_STAGES) + 3  # + carol's train_emotion, evaluate, combine
+        assert len([r for r in runs if r.info.status == "FINISHED"]) == finished
         _check_registry(client, "facelab-keypoints", expected_versions=2)
         _check_registry(client, "facelab-emotion", expected_versions=3)
 
