@@ -1,10 +1,10 @@
 # facelab: the two set-up commands of the README, and a few conveniences.
 #   make pipeline   install into .venv and run the whole pipeline on the synthetic default (dvc repro)
-#   make test       install into .venv (with test extras) and run the test suite
+#   make test       install into .venv (with the test and team-test extras) and run the test suite
 PYTHON ?= python3.11
 # The extras installed: exactly one of cpu / gpu picks the TensorFlow build (EXTRAS=gpu,test on a GPU machine,
 # into a fresh .venv: docs/devices.md).
-EXTRAS ?= cpu,test
+EXTRAS ?= cpu,test,team-test
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

@@ -166,7 +166,7 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
     client = MlflowClient()
     with tempfile.TemporaryDirectory(prefix="facelab-analyzer-") as tmp:
         example = pd.DataFrame({IMAGE_COLUMN: [_example_image()]})
-        info = mlflow.pyfunc.log_model(
+        info = tracking.retry(lambda: mlflow.pyfunc.log_model(
             name=ARTIFACT_NAME, python_model=FaceAnalyzerModel(),
             artifacts={f"{task}_model": folder for task, folder in champions.folders.items()},
             code_paths=[_package_copy(Path(tmp) / "code")],
@@ -175,12 +175,11 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
             input_example=example, model_config={"classes": champions.classes, "batch_faces": 64},
             pip_requirements=tracking.pinned_requirements(REQUIREMENTS),
             metadata={f"{task}_model": f"{champions.names[task]}/{champions.versions[task]}"
-                      for task in champions.names})
-    registered = tracking.retry(lambda: mlflow.register_model(info.model_uri, analyzer_name), "register model")
-    number = int(registered.version)
-    tracking.tag_version(analyzer_name, number, {
+                      for task in champions.names}), "log model")
+    registered = tracking.register_version(info.model_uri, analyzer_name, {
         "keypoints_version": champions.versions["keypoints"], "emotion_version": champions.versions["emotion"],
         "classes": ",".join(champions.classes)})
+    number = int(registered.version)
     for name in dict.fromkeys((tracking.CANDIDATE, alias)):  # from the champions: the champion
         tracking.retry(lambda: client.set_registered_model_alias(analyzer_name, name, str(number)), f"alias {name}")
     run = mlflow.active_run()

@@ -7,6 +7,12 @@
   the same dotted names as ``params.yaml``, tagged with the git commit and DVC's experiment
   name, with their data splits as MLflow datasets (``log_dataset``: the run page's "Datasets"),
   and ended as KILLED when interrupted (Ctrl-C / SIGTERM).
+* Retries: every MLflow call facelab makes goes through ``retry``, which waits out what passes by
+  itself (SQLite's "database is locked"; a server restarting: connection refused or reset,
+  timeouts, HTTP 408/429/5xx, MLflow's retryable error codes) with a bounded back-off of about
+  ``RETRY_BUDGET_S`` seconds, then ends the stage with one line (``FacelabError``). Registering
+  a model is find-or-create by run, with its tags in the same call, so a retried or rerun
+  registration never leaves a duplicate or an untagged version.
 * Registry: every trained model is registered with the alias ``candidate`` and the tag
   ``facelab.model_md5`` (the md5 of its ``models/*.keras`` file, as in ``dvc.lock``: how
   ``evaluate`` finds the version behind the file). ``evaluate`` then calls ``promote``.
@@ -40,8 +46,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -55,6 +63,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
 from facelab.config import flatten, workspace_root
+from facelab.errors import FacelabError
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 # Version tags: what a test figure was measured on, and which model file a version is.
@@ -71,7 +80,17 @@ RULE_TASK_CHANGED, RULE_QUEUED = "task changed", "queued experiment"
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 SQLITE_BUSY_TIMEOUT_S = 60
-RETRIES = 8
+# Back-off between tries: 0.25 s doubling up to 5 s, for at most RETRY_BUDGET_S of waiting in all
+# (at most 16 tries): a tracking server that restarts in 10-30 s is waited out, one that stays down
+# ends the stage in about a minute. FACELAB_RETRY_BUDGET_S overrides the budget (tests use a small one).
+RETRY_FIRST_DELAY_S, RETRY_MAX_DELAY_S, RETRY_BUDGET_S = 0.25, 5.0, 60.0
+# MLflow's own HTTP retries (7, ~4 min of back-off by default) would hide a server that is down
+# behind minutes of silence; facelab keeps a short inner layer and does the long wait itself.
+# Set these variables yourself to override.
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+TRANSIENT_TEXT = ("database is locked", "database table is locked", "unique constraint")
+TRANSIENT_ERROR_CODES = {"TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "INTERNAL_ERROR"}
+TRANSIENT_HTTP_STATUS = re.compile(r"failed with error code (408|429|5\d\d)\b")
 T = TypeVar("T")
 
 
@@ -84,21 +103,60 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (MLflow wraps requests' errors in its own)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def _is_transient(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database is locked" in text or "database table is locked" in text or "unique constraint" in text
+    """Whether ``exc`` may pass by itself: a locked SQLite store, or a server that is (re)starting."""
+    import requests
+
+    network = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+               requests.exceptions.RetryError, requests.exceptions.ChunkedEncodingError)
+    for cause in _causes(exc):
+        text = str(cause).lower()
+        if isinstance(cause, network) or any(t in text for t in TRANSIENT_TEXT):
+            return True
+        if isinstance(cause, RestException) and cause.error_code in TRANSIENT_ERROR_CODES:
+            return True  # the server answered with a retryable error (e.g. its database restarting)
+        if isinstance(cause, MlflowException) and TRANSIENT_HTTP_STATUS.search(text):
+            return True  # a non-JSON 5xx from the server or a proxy in front of it
+    return False
+
+
+def _redacted(uri: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", uri)
 
 
 def retry(fn: Callable[[], T], what: str = "MLflow call") -> T:
-    """Run ``fn``, retrying with back-off when SQLite reports a lock held by another process."""
-    for attempt in range(RETRIES):
+    """Run ``fn``, retrying with a bounded back-off while the store is locked or the server unreachable.
+
+    Errors that will not pass by themselves are raised at once. When the budget is spent, raises one
+    ``FacelabError`` line naming the store, the number of tries and the last error.
+    """
+    budget = float(os.environ.get("FACELAB_RETRY_BUDGET_S", RETRY_BUDGET_S))
+    started, delay, tries = time.monotonic(), RETRY_FIRST_DELAY_S, 0
+    while True:
+        tries += 1
         try:
             return fn()
-        except Exception as exc:  # MLflow wraps SQLAlchemy errors in its own types
-            if attempt == RETRIES - 1 or not _is_transient(exc):
+        except Exception as exc:  # MLflow wraps SQLAlchemy's and requests' errors in its own types
+            if not _is_transient(exc):
                 raise
-            time.sleep(0.2 * 2 ** attempt)
-    raise AssertionError("unreachable")
+            waited = time.monotonic() - started
+            if waited + delay > budget:
+                uri = _redacted(tracking_uri())
+                where = f"MLflow server {uri} unreachable" if uri.startswith("http") else f"MLflow store {uri} busy"
+                root = list(_causes(exc))[-1]  # e.g. ConnectionRefusedError, not MLflow's wrapping of it
+                last = " ".join(f"{type(root).__name__}: {root}".split())[:200]
+                raise FacelabError(f"{where} after {tries} tries in {waited:.0f} s ({what}): {last}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
 
 
 @contextlib.contextmanager
@@ -121,6 +179,9 @@ def _store_lock(uri: str) -> Iterator[None]:
 def connect(experiment: str) -> str:
     """Point MLflow at the store and make sure ``experiment`` exists; returns its id."""
     uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        for name, value in MLFLOW_HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     # The whole set-up under the lock: MlflowClient() already creates and migrates a new store.
     with _store_lock(uri):
         mlflow.set_tracking_uri(uri)
@@ -181,12 +242,17 @@ def _raise_terminated(signum, frame):
 def stage_run(stage: str, params: dict, experiment: str) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage execution, with its parameters (dotted names) and tags.
 
-    Ends FINISHED, FAILED on an error, or KILLED on Ctrl-C / SIGTERM (then re-raised).
+    Ends FINISHED, FAILED on an error, or KILLED on Ctrl-C / SIGTERM (then re-raised). A run that
+    does not finish leaves no model version behind: the versions it registered are deleted at its
+    end or, when the store was unreachable then, by the next stage run in this workspace
+    (``close_abandoned_runs``), so the rerun of the stage leaves nothing half-registered.
     """
     connect(experiment)
+    close_abandoned_runs()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     run = retry(lambda: mlflow.start_run(run_name=stage, tags=run_tags(stage)), "start run")
-    status = "FAILED"
+    marker = _mark_open(run.info.run_id)
+    status, store_down = "FAILED", False
     try:
         log_params(params)
         yield run
@@ -194,9 +260,92 @@ def stage_run(stage: str, params: dict, experiment: str) -> Iterator[mlflow.Acti
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except Exception as exc:
+        store_down = _is_transient(exc)  # the store stayed unreachable through a whole retry budget
+        raise
     finally:
-        retry(lambda: mlflow.end_run(status), "end run")
         signal.signal(signal.SIGTERM, previous)
+        _end_run(run.info.run_id, status, marker, patient=not store_down)
+
+
+def _end_run(run_id: str, status: str, marker: Path, patient: bool) -> None:
+    """End the run (by id first: mlflow.end_run forgets the active run before it calls the server,
+    so a retried end_run would end nothing). A failed run's versions are deleted. When
+    the store was already found unreachable, one try only: the marker stays and the next stage
+    run in this workspace ends the run (``close_abandoned_runs``)."""
+    client = MlflowClient()
+    try:
+        if patient:
+            retry(lambda: client.set_terminated(run_id, status), "end run")
+        else:
+            client.set_terminated(run_id, status)
+    except Exception:
+        if patient:
+            raise
+        return  # the error already in flight says the store is unreachable
+    retry(lambda: mlflow.end_run(status), "end run")
+    if status != "FINISHED":
+        _discard_unfinished_versions(run_id)
+    marker.unlink(missing_ok=True)
+
+
+OPEN_RUNS_DIR = Path(".facelab") / "open-runs"
+
+
+def _mark_open(run_id: str) -> Path:
+    """A note in the workspace that this process has ``run_id`` open (removed when the run ends)."""
+    marker = workspace_root() / OPEN_RUNS_DIR / f"{run_id}.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"pid": os.getpid(), "store": _redacted(tracking_uri())}))
+    return marker
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _discard_unfinished_versions(run_id: str) -> None:
+    """Delete the model versions registered by ``run_id``, a run that did not finish: its stage reruns
+    and registers anew. A version that already holds ``champion`` is kept (never the case for a
+    training run, whose versions are promoted by a later ``evaluate``)."""
+    client = MlflowClient()
+    for found in retry(lambda: client.search_model_versions(f"run_id='{run_id}'"), "find versions"):
+        # search results carry no aliases: read each version itself
+        version = retry(lambda: client.get_model_version(found.name, found.version), "get version")
+        if CHAMPION not in version.aliases:
+            retry(lambda: client.delete_model_version(version.name, version.version), "delete version")
+
+
+def close_abandoned_runs() -> None:
+    """End as FAILED the runs this workspace left open on this store (their process died while the
+    store was unreachable), and delete the versions they registered."""
+    folder = workspace_root() / OPEN_RUNS_DIR
+    for marker in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            note = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue  # being written by a stage starting now
+        if note.get("store") != _redacted(tracking_uri()) or _process_alive(int(note.get("pid", 0))):
+            continue
+        run_id = marker.stem
+        client = MlflowClient()
+        try:
+            status = retry(lambda: client.get_run(run_id), "get run").info.status
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            status = None  # deleted meanwhile by someone: nothing to close
+        if status == "RUNNING":
+            retry(lambda: client.set_terminated(run_id, "FAILED"), "end abandoned run")
+        if status is not None:
+            _discard_unfinished_versions(run_id)
+        marker.unlink(missing_ok=True)
 
 
 def log_params(params: dict) -> None:
@@ -248,18 +397,37 @@ def log_and_register_keras(model, name: str, input_example, description: str = "
     prediction = model(input_example, training=False)
     signature = infer_signature(input_example, prediction.numpy())
     # No input_example: MLflow 3.17's Keras flavour fails to write it (its folder does not exist yet).
-    requirements = pinned_requirements(KERAS_REQUIREMENTS) or ["keras", "tensorflow"]
-    info = mlflow.keras.log_model(model, name="model", signature=signature, pip_requirements=requirements)
-    version = retry(lambda: mlflow.register_model(info.model_uri, name), "register model")
-    client = MlflowClient()
-    if description:
-        retry(lambda: client.update_model_version(name, version.version, description=description), "describe")
+    info = retry(lambda: mlflow.keras.log_model(
+        model, name="model", signature=signature,
+        pip_requirements=pinned_requirements(KERAS_REQUIREMENTS) or ["keras", "tensorflow"]), "log model")
     tags = {**(tags or {}), **({MODEL_MD5_TAG: model_md5} if model_md5 else {})}
-    if tags:
-        tag_version(name, int(version.version), tags)
-    retry(lambda: client.set_registered_model_alias(name, CANDIDATE, version.version), "alias candidate")
+    version = register_version(info.model_uri, name, tags, description)
+    retry(lambda: MlflowClient().set_registered_model_alias(name, CANDIDATE, version.version), "alias candidate")
     return {"name": name, "version": int(version.version), "run_id": mlflow.active_run().info.run_id,
             "model_uri": info.model_uri}
+
+
+def register_version(model_uri: str, name: str, tags: dict[str, Any] | None = None, description: str = ""):
+    """Register the active run's logged model as a new version of ``name``, with its tags, exactly once.
+
+    Find-or-create by run: a try whose answer was lost (the server restarted after creating the
+    version) finds its version instead of creating a second one. The tags go with the creation, so
+    no version is ever seen untagged; the description is set after it (idempotent).
+    """
+    client = MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    tag_values = {key: str(value) for key, value in flatten(tags or {}).items()}
+
+    def find_or_create():
+        found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        if found:
+            return found[0]
+        return mlflow.register_model(model_uri, name, tags=tag_values)
+
+    version = retry(find_or_create, "register model")
+    if description:
+        retry(lambda: client.update_model_version(name, version.version, description=description), "describe")
+    return version
 
 
 KERAS_REQUIREMENTS = ("keras", "tensorflow", "numpy")

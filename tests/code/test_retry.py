@@ -1,0 +1,142 @@
+"""Retries around MLflow: which errors pass by themselves, the one line when they do not, and no
+half-registered version left by a run that did not finish (real MLflow; SQLite or a closed port)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException, RestException
+
+from facelab import tracking
+from facelab.cli import guarded
+
+
+def _wrapped(cause: BaseException) -> MlflowException:
+    """As MLflow's REST client raises it: its own exception, raised while handling requests' error."""
+    try:
+        raise cause
+    except BaseException:
+        try:
+            raise MlflowException(f"API request to http://127.0.0.1:1/api failed with exception {cause}")
+        except MlflowException as exc:
+            return exc
+
+
+@pytest.mark.parametrize("exc", [
+    MlflowException("(sqlite3.OperationalError) database is locked"),
+    _wrapped(requests.exceptions.ConnectionError("Connection refused")),
+    _wrapped(requests.exceptions.ReadTimeout("read timed out")),
+    _wrapped(requests.exceptions.RetryError("too many 503 error responses")),
+    _wrapped(ConnectionResetError(104, "Connection reset by peer")),
+    RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "restarting"}),
+    RestException({"error_code": "INTERNAL_ERROR", "message": "server closed the connection unexpectedly"}),
+    MlflowException("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 502 != 200. "
+                    "Response body: 'Bad Gateway'"),
+], ids=["sqlite-locked", "refused", "timeout", "5xx-retries", "reset", "unavailable", "internal", "502"])
+def test_transient_errors_are_recognised(exc):
+    assert tracking._is_transient(exc)
+
+
+@pytest.mark.parametrize("exc", [
+    RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no alias champion"}),
+    RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad metric"}),
+    MlflowException("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 401 != 200. "
+                    "Response body: 'You are not authenticated.'"),
+    ValueError("not an MLflow error"),
+], ids=["not-found", "invalid", "401", "other"])
+def test_lasting_errors_are_not_retried(exc):
+    assert not tracking._is_transient(exc)
+    calls = []
+
+    def fail():
+        calls.append(1)
+        raise exc
+
+    with pytest.raises(type(exc)):
+        tracking.retry(fail)
+    assert len(calls) == 1
+
+
+def test_retry_waits_out_a_short_outage(monkeypatch):
+    monkeypatch.setattr(tracking, "RETRY_FIRST_DELAY_S", 0.01)
+    answers = iter([_wrapped(requests.exceptions.ConnectionError("refused"))] * 3 + ["ok"])
+
+    def flaky():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert tracking.retry(flaky) == "ok"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys):
+    port = _closed_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("FACELAB_RETRY_BUDGET_S", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert guarded(lambda: tracking.connect("facelab-test")) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.match(rf"facelab: error: MLflow server http://127\.0\.0\.1:{port} unreachable after \d+ tries "
+                    r"in \d+ s \(create experiment\): .*Connection refused", err), err
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the workspace whose .facelab/ holds the open-run notes
+    tracking.connect("facelab-test")
+    client = MlflowClient()
+    client.create_registered_model("kp")
+    return client
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_a_run_abandoned_while_the_store_was_down_is_closed_by_the_next_stage(store, tmp_path):
+    experiment = store.get_experiment_by_name("facelab-test").experiment_id
+    abandoned = store.create_run(experiment).info.run_id
+    half = store.create_model_version("kp", source="file:///nowhere", run_id=abandoned)
+    whole = store.create_model_version("kp", source="file:///nowhere", run_id=abandoned)
+    store.set_registered_model_alias("kp", "champion", whole.version)  # (never so for a training run)
+    notes = tmp_path / tracking.OPEN_RUNS_DIR
+    notes.mkdir(parents=True)
+    note = {"pid": _dead_pid(), "store": tracking.tracking_uri()}
+    (notes / f"{abandoned}.json").write_text(json.dumps(note))
+
+    with tracking.stage_run("evaluate", {"evaluate": {}}, "facelab-test"):
+        pass
+
+    assert store.get_run(abandoned).info.status == "FAILED"
+    assert [v.version for v in store.search_model_versions("name='kp'")] == [whole.version]
+    assert half.version != whole.version
+    assert list(notes.iterdir()) == []
+
+
+def test_a_failed_stage_takes_its_versions_with_it(store):
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run("train_keypoints", {}, "facelab-test") as run:
+            version = store.create_model_version("kp", source="file:///nowhere", run_id=run.info.run_id)
+            store.set_registered_model_alias("kp", "candidate", version.version)
+            raise RuntimeError("training broke after registering")
+    assert store.search_model_versions("name='kp'") == []
+    [failed] = store.search_runs([store.get_experiment_by_name("facelab-test").experiment_id])
+    assert failed.info.status == "FAILED"
