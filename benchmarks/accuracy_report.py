@@ -56,7 +56,8 @@ def write_table(runs: list[dict], path: Path = TABLE) -> None:
         better = "higher" if higher else "lower"
         lines += [f"## {title}", "", f"Goals ({better} is better): quick {quick} within {BUDGET_MIN['quick']} min, "
                   f"full {full} within {BUDGET_MIN['full']} min.", "",
-                  "| run | kind | wall min | CPU min | val | test | note | command |", "|---|---|---|---|---|---|---|---|"]
+                  "| run | kind | wall min | CPU min | val | test | note | command |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             val = f"{r['val_metric']} {r['val']}" if r["val"] else "-"
             test = f"{r['test_metric']} {r['test']}" if r["test"] else "-"

@@ -16,8 +16,8 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.e2e.helpers import REPO, make_project_copy, run
 from tests.e2e import test_experiments
+from tests.e2e.helpers import REPO, make_project_copy, run
 from tests.e2e.test_experiments import _start_queue, _stop_workers, _wait_for_queue
 
 sys.path.insert(0, str(REPO / "scripts"))
