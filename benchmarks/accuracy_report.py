@@ -42,27 +42,38 @@ def _figure(row: dict) -> tuple[float, bool]:
 
 
 def write_table(runs: list[dict], path: Path = TABLE) -> None:
-    lines = ["# Accuracy against CPU minutes", "",
-             "Made by `python benchmarks/accuracy_report.py` from `benchmarks/accuracy_runs.csv`; a row was",
-             "timed and read by `python benchmarks/accuracy_run.py ... -- <command>` on a 2-core machine unless",
-             "its note says otherwise. *CPU min* is the user + system time of the command's processes. *val*",
-             "is the held-out 10 % of the training file (what ideas were ranked on); *test* is FER2013 PublicTest",
-             "or ytf-keypoints-val (unseen people), read only for the runs in the README. Wall minutes include",
-             "every stage the command ran.", ""]
+    lines = [
+        "# Accuracy against CPU minutes",
+        "",
+        "Made by `python benchmarks/accuracy_report.py` from `benchmarks/accuracy_runs.csv`; a row was",
+        "timed and read by `python benchmarks/accuracy_run.py ... -- <command>` on a 2-core machine unless",
+        "its note says otherwise. *CPU min* is the user + system time of the command's processes. *val*",
+        "is the held-out 10 % of the training file (what ideas were ranked on); *test* is FER2013 PublicTest",
+        "or ytf-keypoints-val (unseen people), read only for the runs in the README. Wall minutes include",
+        "every stage the command ran.",
+        "",
+    ]
     for task, (title, quick, full, higher) in GOALS.items():
         rows = [r for r in runs if r["task"] == task]
         if not rows:
             continue
         better = "higher" if higher else "lower"
-        lines += [f"## {title}", "", f"Goals ({better} is better): quick {quick} within {BUDGET_MIN['quick']} min, "
-                  f"full {full} within {BUDGET_MIN['full']} min.", "",
-                  "| run | kind | wall min | CPU min | val | test | note | command |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            f"Goals ({better} is better): quick {quick} within {BUDGET_MIN['quick']} min, "
+            f"full {full} within {BUDGET_MIN['full']} min.",
+            "",
+            "| run | kind | wall min | CPU min | val | test | note | command |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
             val = f"{r['val_metric']} {r['val']}" if r["val"] else "-"
             test = f"{r['test_metric']} {r['test']}" if r["test"] else "-"
-            lines.append(f"| {r['name']} | {r['kind']} | {r['wall_min']} | {r['cpu_min'] or '-'} | {val} | {test} | "
-                         f"{r['note']} | `{r['command']}` |")
+            lines.append(
+                f"| {r['name']} | {r['kind']} | {r['wall_min']} | {r['cpu_min'] or '-'} | {val} | {test} | "
+                f"{r['note']} | `{r['command']}` |"
+            )
         lines.append("")
     path.write_text("\n".join(lines))
 

@@ -26,8 +26,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "accuracy_runs.csv"
-COLUMNS = ["task", "kind", "name", "wall_min", "cpu_min", "val_metric", "val", "test_metric", "test",
-           "finished_utc", "note", "command"]
+COLUMNS = [
+    "task",
+    "kind",
+    "name",
+    "wall_min",
+    "cpu_min",
+    "val_metric",
+    "val",
+    "test_metric",
+    "test",
+    "finished_utc",
+    "note",
+    "command",
+]
 # task -> (training metrics file, its validation figure, evaluate.json figure)
 TASKS = {
     "emotion7": ("metrics/train_emotion.json", "val_accuracy", "emotion.accuracy"),
@@ -66,7 +78,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     status = subprocess.call(command)
     wall = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)   # every finished descendant: DVC and its stages
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # every finished descendant: DVC and its stages
     if status != 0:
         print(f"accuracy_run: {shlex.join(command)} failed with status {status}; nothing recorded", file=sys.stderr)
         return status
@@ -75,12 +87,20 @@ def main(argv=None) -> int:
         return 1
     train = _read(train_file)
     test = _lookup(_read("metrics/evaluate.json"), test_key) if args.evaluated else None
-    row = {"task": args.task, "kind": args.kind, "name": args.name, "wall_min": round(wall / 60, 1),
-           "cpu_min": round((usage.ru_utime + usage.ru_stime) / 60, 1),
-           "val_metric": val_key, "val": round(train[val_key], 4),
-           "test_metric": test_key if test is not None else "", "test": round(test, 4) if test is not None else "",
-           "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), "note": args.note,
-           "command": shlex.join(command)}
+    row = {
+        "task": args.task,
+        "kind": args.kind,
+        "name": args.name,
+        "wall_min": round(wall / 60, 1),
+        "cpu_min": round((usage.ru_utime + usage.ru_stime) / 60, 1),
+        "val_metric": val_key,
+        "val": round(train[val_key], 4),
+        "test_metric": test_key if test is not None else "",
+        "test": round(test, 4) if test is not None else "",
+        "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "note": args.note,
+        "command": shlex.join(command),
+    }
     append_row(row)
     print(f"accuracy_run: {row}")
     return 0

@@ -55,14 +55,17 @@ def pipeline(kind: str, images: np.ndarray, labels: np.ndarray):
     augmenter = emotion_augmenter(seed=SEED, **EMOTION_AUGMENTATION)
     if kind == "in order":
         return training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED, augmenter=augmenter).repeat()
-    batches = training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED)   # float batches, no augmentation
-    return batches.map(lambda x, y: (augmenter(x, training=True), y),
-                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE).repeat()
+    batches = training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED)  # float batches, no augmentation
+    return (
+        batches.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+        .repeat()
+    )
 
 
 def faces_per_second(ds, batches: int) -> float:
     iterator = iter(ds)
-    next(iterator)                                    # start-up: tracing and the prefetch buffer
+    next(iterator)  # start-up: tracing and the prefetch buffer
     started = time.perf_counter()
     for _ in range(batches):
         next(iterator)
@@ -84,9 +87,11 @@ def main() -> int:
     rng = np.random.default_rng(SEED)
     images = rng.integers(0, 256, (FACES, SIZE, SIZE), dtype=np.uint8)
     labels = np.zeros(FACES, np.float32)
-    print(f"`python benchmarks/bench_augmentation.py --batches {args.batches} --repeats {args.repeats}` "
-          f"({SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.2f} at start)\n")
+    print(
+        f"`python benchmarks/bench_augmentation.py --batches {args.batches} --repeats {args.repeats}` "
+        f"({SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f} at start)\n"
+    )
     print("| map | faces/s (each repeat) | two fresh pipelines draw the same faces |")
     print("| --- | --- | --- |")
     for kind in ("in order", "parallel", "no augmentation"):

@@ -44,7 +44,7 @@ def make_photo(path: Path, faces: list[np.ndarray], seed: int) -> None:
     for index, face in enumerate(faces):
         size = 200 + 20 * index
         x, y = 30 + 310 * index, 120 + 40 * index
-        photo[y:y + size, x:x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+        photo[y : y + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(path), photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
@@ -52,8 +52,7 @@ def use_xla(model, enabled: bool) -> None:
     """Replace the tf.function that facelab.inference caches on the model (with or without jit_compile)."""
     import tensorflow as tf
 
-    model._facelab_infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                                       jit_compile=enabled)
+    model._facelab_infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=enabled)
 
 
 def best_of(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
@@ -88,8 +87,7 @@ def main() -> int:
     kp_cfg, em_cfg = params["train_keypoints"], params["train_emotion"]
     classes = params["data"]["emotion"]["classes"]
     keypoints = build_keypoint_model(width=args.width, stem=kp_cfg["stem"])
-    emotion = build_emotion_model(len(classes), image_size=em_cfg["image_size"], width=args.width,
-                                  stem=em_cfg["stem"])
+    emotion = build_emotion_model(len(classes), image_size=em_cfg["image_size"], width=args.width, stem=em_cfg["stem"])
     analyzer = FaceAnalyzer(keypoints, emotion, classes)
 
     frame = pd.read_csv(YTF_VAL, nrows=64)
@@ -101,7 +99,7 @@ def main() -> int:
         group = []
         for index in range(16):
             path = Path(tmp) / f"four-faces-{index}.jpg"
-            make_photo(path, faces[4 * index:4 * index + 4], seed=index)
+            make_photo(path, faces[4 * index : 4 * index + 4], seed=index)
             group.append(path)
         found = [len(photos.detect_faces(photos.read_photo(p))) for p in [single, *group]]
         n_group = sum(found[1:])
@@ -112,8 +110,13 @@ def main() -> int:
         gray = photos.read_photo(single)
         box = photos.detect_faces(gray)[0]
         crop, _ = photos.crop_face(gray, box, analyzer.keypoint_size)
-        crops = np.stack([photos.crop_face(photos.read_photo(p), b, analyzer.keypoint_size)[0]
-                          for p in group for b in photos.detect_faces(photos.read_photo(p))])
+        crops = np.stack(
+            [
+                photos.crop_face(photos.read_photo(p), b, analyzer.keypoint_size)[0]
+                for p in group
+                for b in photos.detect_faces(photos.read_photo(p))
+            ]
+        )
 
         group_gray = photos.read_photo(group[0])
         stages = {  # name: (function, faces it handles)
@@ -133,21 +136,39 @@ def main() -> int:
             best, median = best_of(lambda: analyzer.analyse(crop[None]), args.repeats)
             rows.append(("both models", label, 1, best * 1e3, median * 1e3, 1 / best))
             best, median = best_of(lambda: analyzer.analyse(crops), args.repeats)
-            rows.append(("both models", label, len(crops), best * 1e3 / len(crops), median * 1e3 / len(crops),
-                         len(crops) / best))
+            rows.append(
+                (
+                    "both models",
+                    label,
+                    len(crops),
+                    best * 1e3 / len(crops),
+                    median * 1e3 / len(crops),
+                    len(crops) / best,
+                )
+            )
             one = [(str(single), partial(photos.read_photo, single))]
             best, median = best_of(lambda: analyse_images(one, analyzer, batch_faces=1), args.repeats)
             rows.append(("whole analysis, 1 photo, 1 face", label, 1, best * 1e3, median * 1e3, 1 / best))
             many = [(str(p), partial(photos.read_photo, p)) for p in group]
             best, median = best_of(lambda: analyse_images(many, analyzer, batch_faces=64), args.repeats)
-            rows.append((f"whole analysis, 16 photos, {n_group} faces", label, 64, best * 1e3 / n_group,
-                         median * 1e3 / n_group, n_group / best))
+            rows.append(
+                (
+                    f"whole analysis, 16 photos, {n_group} faces",
+                    label,
+                    64,
+                    best * 1e3 / n_group,
+                    median * 1e3 / n_group,
+                    n_group / best,
+                )
+            )
 
     print("facelab inference benchmark: `python benchmarks/bench_inference.py`\n")
     print(f"- machine: {cpu_model()}, {os.cpu_count()} cores; TensorFlow {tf.__version__}, OpenCV {cv2.__version__}")
-    print(f"- models: ResNet-18 width {args.width}, untrained (keypoints {analyzer.keypoint_size}x"
-          f"{analyzer.keypoint_size} stem {kp_cfg['stem']}; emotion {analyzer.emotion_size}x{analyzer.emotion_size} "
-          f"-> {em_cfg['image_size']}, stem {em_cfg['stem']}); best of {args.repeats} runs (median)\n")
+    print(
+        f"- models: ResNet-18 width {args.width}, untrained (keypoints {analyzer.keypoint_size}x"
+        f"{analyzer.keypoint_size} stem {kp_cfg['stem']}; emotion {analyzer.emotion_size}x{analyzer.emotion_size} "
+        f"-> {em_cfg['image_size']}, stem {em_cfg['stem']}); best of {args.repeats} runs (median)\n"
+    )
     print("| step | models compiled as | faces per call | ms per face, best | ms per face, median | faces/s |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for name, label, batch, best_ms, median_ms, rate in rows:
@@ -155,8 +176,12 @@ def main() -> int:
     both = {(label, batch): best_ms for name, label, batch, best_ms, _, _ in rows if name == "both models"}
     haar = [median_ms for name, _, _, _, median_ms, _ in rows if name.startswith("detect (Haar), 1-face")]
     note = f"Haar detection ({haar[0]:.0f} ms a 1-face photo, median) dominates `facelab predict`" if haar else ""
-    goals.record("inference: both models, per face, with and without XLA (reported, no goal)",
-                 "; ".join(f"{label} batch {batch}: {ms:.1f} ms" for (label, batch), ms in both.items()), None, note)
+    goals.record(
+        "inference: both models, per face, with and without XLA (reported, no goal)",
+        "; ".join(f"{label} batch {batch}: {ms:.1f} ms" for (label, batch), ms in both.items()),
+        None,
+        note,
+    )
     return 0
 
 

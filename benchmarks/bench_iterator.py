@@ -89,10 +89,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
 
-    results = {way: per_epoch(args.task, args.faces, args.epochs, way == "repeated")
-               for way in ("new iterator", "repeated")}
-    print(f"`python benchmarks/bench_iterator.py --task {args.task} --faces {args.faces} --epochs {args.epochs}` "
-          f"(batch {BATCH}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end)\n")
+    results = {
+        way: per_epoch(args.task, args.faces, args.epochs, way == "repeated") for way in ("new iterator", "repeated")
+    }
+    print(
+        f"`python benchmarks/bench_iterator.py --task {args.task} --faces {args.faces} --epochs {args.epochs}` "
+        f"(batch {BATCH}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end)\n"
+    )
     print("| epoch | " + " | ".join(f"{way}: img/s | {way}: CPU cores" for way in results) + " |")
     print("| ---: |" + " ---: | ---: |" * len(results))
     for epoch in range(args.epochs):

@@ -52,11 +52,11 @@ FER_FILE = (REPO.parent / "shared" / "data" / "fer2013" / "fer2013-train-publict
 NOCHANGE_REPEATS = 3
 NOCHANGE_GOAL_S = 3.0
 DEFAULT_GOAL_S = 5 * 60
-PREPARE_MEMORY_GOAL_GIB = 4.0   # every stage on the real FER file
-REAL_FER_PROFILE = "profiles/real-emotion-7.yaml"   # all 35,887 rows' 7 classes: the most faces kept
-REAL_FER_EPOCHS = 1         # memory does not grow with epochs; one keeps the run to a few minutes
+PREPARE_MEMORY_GOAL_GIB = 4.0  # every stage on the real FER file
+REAL_FER_PROFILE = "profiles/real-emotion-7.yaml"  # all 35,887 rows' 7 classes: the most faces kept
+REAL_FER_EPOCHS = 1  # memory does not grow with epochs; one keeps the run to a few minutes
 REAL_FER_STAGES = {"prepare", "augment", "train_emotion", "evaluate"}
-TIMEOUT_S = 1800            # per dvc command
+TIMEOUT_S = 1800  # per dvc command
 
 SHIM = """#!{python}
 # facelab benchmark shim: runs the real interpreter, then logs its wall time and peak RSS.
@@ -102,12 +102,15 @@ class Copy:
 
     def run(self, cmd: list[str], env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
         start = time.perf_counter()
-        result = subprocess.run(cmd, cwd=self.root, env=env or self.env, capture_output=True, text=True,
-                                timeout=TIMEOUT_S)
+        result = subprocess.run(
+            cmd, cwd=self.root, env=env or self.env, capture_output=True, text=True, timeout=TIMEOUT_S
+        )
         seconds = time.perf_counter() - start
         if result.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed ({result.returncode}) in {self.root}:\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise SystemExit(
+                f"{' '.join(cmd)} failed ({result.returncode}) in {self.root}:\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return seconds, result
 
     def stage_records(self) -> list[dict]:
@@ -138,36 +141,56 @@ def pipeline_table(label: str, profile: str | None, goal_s: float | None, workdi
         if ran:
             raise SystemExit(f"`dvc repro` with nothing changed ran stages {[r['stage'] for r in ran]}:\n{output}")
         nochange.append(seconds)
-    print(f"[{label}] full {total:.1f} s, no-change {', '.join(f'{s:.2f}' for s in nochange)} s",
-          file=sys.stderr, flush=True)
+    print(
+        f"[{label}] full {total:.1f} s, no-change {', '.join(f'{s:.2f}' for s in nochange)} s",
+        file=sys.stderr,
+        flush=True,
+    )
 
-    lines = [f"#### Pipeline, {label}: `dvc repro` from a fresh copy\n",
-             f"Profile: {profile or 'none (params.yaml: the synthetic default)'}; load average (1/5/15 min) "
-             f"{load_start} at start, {load_full} after the full run.\n",
-             "| stage | wall s (stage process) | share | peak RSS MiB |", "| --- | ---: | ---: | ---: |"]
+    lines = [
+        f"#### Pipeline, {label}: `dvc repro` from a fresh copy\n",
+        f"Profile: {profile or 'none (params.yaml: the synthetic default)'}; load average (1/5/15 min) "
+        f"{load_start} at start, {load_full} after the full run.\n",
+        "| stage | wall s (stage process) | share | peak RSS MiB |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     order = {name: i for i, name in enumerate(copy.stage_order)}
     for record in sorted(records, key=lambda r: order.get(r["stage"], 99)):
-        lines.append(f"| {record['stage']} | {record['seconds']:.1f} | {100 * record['seconds'] / total:.0f} % "
-                     f"| {record['maxrss_kib'] / 1024:.0f} |")
+        lines.append(
+            f"| {record['stage']} | {record['seconds']:.1f} | {100 * record['seconds'] / total:.0f} % "
+            f"| {record['maxrss_kib'] / 1024:.0f} |"
+        )
     stage_sum = sum(r["seconds"] for r in records)
-    lines.append(f"| DVC's own time (total - stages) | {total - stage_sum:.1f} | "
-                 f"{100 * (total - stage_sum) / total:.0f} % | |")
+    lines.append(
+        f"| DVC's own time (total - stages) | {total - stage_sum:.1f} | {100 * (total - stage_sum) / total:.0f} % | |"
+    )
     goal = ""
     if goal_s is not None:
         goal = f" (goal < {goal_s / 60:.0f} min: {'met' if total < goal_s else 'missed'})"
-    lines.append(f"| **total `dvc repro`**{goal} | **{total:.1f}** | 100 % | "
-                 f"{max(r['maxrss_kib'] for r in records) / 1024:.0f} (max) |")
+    lines.append(
+        f"| **total `dvc repro`**{goal} | **{total:.1f}** | 100 % | "
+        f"{max(r['maxrss_kib'] for r in records) / 1024:.0f} (max) |"
+    )
     lines.append("")
     best = min(nochange)
-    goals.record(f"`dvc repro` with nothing changed < {NOCHANGE_GOAL_S:.0f} s ({label})", f"{best:.2f} s (best of "
-                 f"{NOCHANGE_REPEATS})", best < NOCHANGE_GOAL_S)
+    goals.record(
+        f"`dvc repro` with nothing changed < {NOCHANGE_GOAL_S:.0f} s ({label})",
+        f"{best:.2f} s (best of {NOCHANGE_REPEATS})",
+        best < NOCHANGE_GOAL_S,
+    )
     if goal_s is not None:
         slowest = max(records, key=lambda r: r["seconds"])
-        goals.record(f"{label} from a fresh copy < {goal_s / 60:.0f} min", f"{total:.0f} s",
-                     total < goal_s, f"slowest stage {slowest['stage']} {slowest['seconds']:.0f} s")
-    lines.append(f"`dvc repro` with nothing changed (right after): best of {NOCHANGE_REPEATS} **{best:.2f} s** "
-                 f"(all: {', '.join(f'{s:.2f}' for s in nochange)} s; goal < {NOCHANGE_GOAL_S:.0f} s: "
-                 f"{'met' if best < NOCHANGE_GOAL_S else 'missed'}); load average {load_avg()}.\n")
+        goals.record(
+            f"{label} from a fresh copy < {goal_s / 60:.0f} min",
+            f"{total:.0f} s",
+            total < goal_s,
+            f"slowest stage {slowest['stage']} {slowest['seconds']:.0f} s",
+        )
+    lines.append(
+        f"`dvc repro` with nothing changed (right after): best of {NOCHANGE_REPEATS} **{best:.2f} s** "
+        f"(all: {', '.join(f'{s:.2f}' for s in nochange)} s; goal < {NOCHANGE_GOAL_S:.0f} s: "
+        f"{'met' if best < NOCHANGE_GOAL_S else 'missed'}); load average {load_avg()}.\n"
+    )
     return "\n".join(lines)
 
 
@@ -199,19 +222,26 @@ def real_fer_table(workdir: Path) -> str:
         gib = record["maxrss_kib"] / 2**20
         real = "" if record["stage"] in REAL_FER_STAGES else " (synthetic keypoints only)"
         verdict = "met" if gib < PREPARE_MEMORY_GOAL_GIB else "missed"
-        lines.append(f"| {record['stage']}{real} | {record['seconds']:.1f} | **{record['maxrss_kib'] / 1024:.0f} MiB "
-                     f"({gib:.2f} GiB)** | {verdict if not real else ''} |")
+        lines.append(
+            f"| {record['stage']}{real} | {record['seconds']:.1f} | **{record['maxrss_kib'] / 1024:.0f} MiB "
+            f"({gib:.2f} GiB)** | {verdict if not real else ''} |"
+        )
     measured = [r for r in records if r["stage"] in REAL_FER_STAGES]
     largest = max(measured, key=lambda r: r["maxrss_kib"])
     largest_gib = largest["maxrss_kib"] / 2**20
-    goals.record(f"each stage's peak memory on the real FER file < {PREPARE_MEMORY_GOAL_GIB:.0f} GiB",
-                 f"largest {largest['stage']} {largest_gib:.2f} GiB", largest_gib < PREPARE_MEMORY_GOAL_GIB,
-                 ", ".join(f"{r['stage']} {r['maxrss_kib'] / 2**20:.2f}" for r in measured))
+    goals.record(
+        f"each stage's peak memory on the real FER file < {PREPARE_MEMORY_GOAL_GIB:.0f} GiB",
+        f"largest {largest['stage']} {largest_gib:.2f} GiB",
+        largest_gib < PREPARE_MEMORY_GOAL_GIB,
+        ", ".join(f"{r['stage']} {r['maxrss_kib'] / 2**20:.2f}" for r in measured),
+    )
     lines += [
         "",
         f"prepare kept {sum(emotion.values()):,} FER faces of the {len(per_class)} classes of the profile ("
-        + ", ".join(f"{k} {v:,}" for k, v in emotion.items()) + "; train per class: "
-        + ", ".join(f"{k} {v:,}" for k, v in per_class.items()) + "); the whole file is parsed.\n",
+        + ", ".join(f"{k} {v:,}" for k, v in emotion.items())
+        + "; train per class: "
+        + ", ".join(f"{k} {v:,}" for k, v in per_class.items())
+        + "); the whole file is parsed.\n",
     ]
     return "\n".join(lines)
 
@@ -237,10 +267,12 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     print("### Pipeline overhead (`dvc repro`)\n")
-    print(f"`python benchmarks/bench_pipeline.py{' --default' if args.default else ''}"
-          f"{' --real-fer' if args.real_fer else ''}`, {os.cpu_count()} CPUs. Per-stage wall time and peak RSS "
-          "are those of the stage's own process (a `python` shim on PATH); a fresh copy also creates its "
-          "MLflow SQLite store in its first stage.\n")
+    print(
+        f"`python benchmarks/bench_pipeline.py{' --default' if args.default else ''}"
+        f"{' --real-fer' if args.real_fer else ''}`, {os.cpu_count()} CPUs. Per-stage wall time and peak RSS "
+        "are those of the stage's own process (a `python` shim on PATH); a fresh copy also creates its "
+        "MLflow SQLite store in its first stage.\n"
+    )
     print("\n".join(parts))
     print(f"Total benchmark time {time.perf_counter() - started:.0f} s; load average at the end {load_avg()}.")
     return 0

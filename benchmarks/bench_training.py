@@ -57,19 +57,19 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-ROUNDS = 5              # plain/facelab pairs timed per task, at most ...
-MIN_ROUNDS = 3          # ... and at least: rounds stop after MIN_ROUNDS once a task's timed
-TASK_BUDGET_S = 90      # rounds have taken TASK_BUDGET_S (a busy machine: keeps the run near 5 min)
-STEPS = {"keypoints": 45, "emotion": 45, "emotion96": 20}   # batches an epoch: 45 = the synthetic default's 1,440 faces
-TIMED_EPOCHS = 2        # timed epochs of each measurement, after one untimed (iterator/prefetch start-up)
+ROUNDS = 5  # plain/facelab pairs timed per task, at most ...
+MIN_ROUNDS = 3  # ... and at least: rounds stop after MIN_ROUNDS once a task's timed
+TASK_BUDGET_S = 90  # rounds have taken TASK_BUDGET_S (a busy machine: keeps the run near 5 min)
+STEPS = {"keypoints": 45, "emotion": 45, "emotion96": 20}  # batches an epoch: 45 = the synthetic default's 1,440 faces
+TIMED_EPOCHS = 2  # timed epochs of each measurement, after one untimed (iterator/prefetch start-up)
 DEFAULT_TASKS = ["keypoints", "emotion"]
-WARMUP_STEPS = 3        # first fit of each variant: tracing + compiling
+WARMUP_STEPS = 3  # first fit of each variant: tracing + compiling
 EMOTION_CLASSES = 5
 WIDTH = 64
 SEED = 42
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 7
-SHIFT = 0.1             # plain emotion recipe: random shift up to 10 % of the side, and random flips
+SHIFT = 0.1  # plain emotion recipe: random shift up to 10 % of the side, and random flips
 
 
 def load_avg() -> str:
@@ -77,6 +77,7 @@ def load_avg() -> str:
 
 
 # --- FLOPs and the matmul peak ----------------------------------------------------------------
+
 
 def forward_flops(model) -> int:
     """Multiply-adds x 2 of every Conv2D and Dense layer of ``model`` for one image."""
@@ -109,10 +110,11 @@ def matmul_peak(dtype: str) -> float:
         start = time.perf_counter()
         matmul(a, b).numpy()
         times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n**3 / statistics.median(times)
 
 
 # --- the plain recipe's emotion augmentation ------------------------------------------------------
+
 
 def _plain_emotion_dataset(images: np.ndarray, one_hot: np.ndarray, batch_size: int, seed: int):
     import keras
@@ -131,7 +133,7 @@ def _plain_emotion_dataset(images: np.ndarray, one_hot: np.ndarray, batch_size: 
             return len(self.x) // batch_size
 
         def __getitem__(self, index):
-            take = self.order[index * batch_size:(index + 1) * batch_size]
+            take = self.order[index * batch_size : (index + 1) * batch_size]
             x = self.x[take].copy()
             flip = self.rng.random(len(x)) < 0.5
             x[flip] = x[flip, :, ::-1]
@@ -139,7 +141,7 @@ def _plain_emotion_dataset(images: np.ndarray, one_hot: np.ndarray, batch_size: 
             limit = int(round(SHIFT * size))
             padded = np.pad(x, ((0, 0), (limit, limit), (limit, limit), (0, 0)), mode="edge")
             for i, (dy, dx) in enumerate(self.rng.integers(-limit, limit + 1, (len(x), 2))):
-                x[i] = padded[i, limit + dy:limit + dy + size, limit + dx:limit + dx + size]
+                x[i] = padded[i, limit + dy : limit + dy + size, limit + dx : limit + dx + size]
             return x, self.y[take]
 
         def on_epoch_end(self):
@@ -149,6 +151,7 @@ def _plain_emotion_dataset(images: np.ndarray, one_hot: np.ndarray, batch_size: 
 
 
 # --- timing ------------------------------------------------------------------------------------
+
 
 def _timer():
     import keras
@@ -176,7 +179,7 @@ def images_per_second(model, fit_args: tuple, fit_kwargs: dict, batch_size: int,
 
 def side_by_side(variants: dict, batch_size: int, rounds: int, steps: int) -> dict[str, list[float]]:
     """{name: (model, fit args, fit kwargs)} -> {name: [img/s per round]}, alternating the variants."""
-    for model, args, kwargs in variants.values():                  # trace + compile, untimed
+    for model, args, kwargs in variants.values():  # trace + compile, untimed
         model.fit(*args, **{**kwargs, "epochs": 1, "steps_per_epoch": WARMUP_STEPS, "verbose": 0})
     rates = {name: [] for name in variants}
     started = time.perf_counter()
@@ -190,6 +193,7 @@ def side_by_side(variants: dict, batch_size: int, rounds: int, steps: int) -> di
 
 
 # --- the two tasks --------------------------------------------------------------------------------
+
 
 def _faces_needed(batch: int, steps: int, per_face: int = 1) -> int:
     """Faces for epochs of exactly ``steps`` full batches (``per_face`` images each)."""
@@ -214,17 +218,26 @@ def keypoint_variants(params: dict, steps: int):
     keras.mixed_precision.set_global_policy("float32")
     plain = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    x = images.astype(np.float32)[..., None]        # the classic float32 array in memory
+    x = images.astype(np.float32)[..., None]  # the classic float32 array in memory
     plain_fit = ((x, points), {"batch_size": batch, "shuffle": True})
 
     policy = devices.set_precision("auto")
     ours = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
-    ours.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
-                 loss=training.masked_mse)
-    ds = training.make_dataset(images, points, batch, shuffle=True, seed=SEED).repeat()   # as training.fit
+    ours.compile(
+        optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
+        loss=training.masked_mse,
+    )
+    ds = training.make_dataset(images, points, batch, shuffle=True, seed=SEED).repeat()  # as training.fit
     keras.mixed_precision.set_global_policy("float32")
-    return policy, len(images), {"plain": (plain, plain_fit[0], plain_fit[1]),
-                                 "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps})}, batch
+    return (
+        policy,
+        len(images),
+        {
+            "plain": (plain, plain_fit[0], plain_fit[1]),
+            "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps}),
+        },
+        batch,
+    )
 
 
 def emotion_variants(params: dict, steps: int, image_size: int = 48):
@@ -238,7 +251,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     cfg = params["train_emotion"]
     batch = cfg["batch_size"]
     images, labels = synthetic.make_emotion_faces(_faces_needed(batch, steps), SEED)
-    labels = labels % EMOTION_CLASSES           # 7 FER ids folded onto 5 classes: only the shapes matter here
+    labels = labels % EMOTION_CLASSES  # 7 FER ids folded onto 5 classes: only the shapes matter here
     one_hot = np.eye(EMOTION_CLASSES, dtype=np.float32)[labels]
 
     keras.mixed_precision.set_global_policy("float32")
@@ -248,16 +261,26 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
 
     policy = devices.set_precision("auto")
     ours = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
-    ours.compile(optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
-                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
-                 metrics=["accuracy"])
+    ours.compile(
+        optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
+        metrics=["accuracy"],
+    )
     weights = class_weights(labels, EMOTION_CLASSES, cfg["class_weights"])
     augmenter = emotion_augmenter(seed=SEED, **params["augment"]["emotion"])
-    ds = training.make_dataset(images, one_hot, batch, shuffle=True, seed=SEED, augmenter=augmenter,
-                               sample_weights=weights[labels]).repeat()   # as training.fit
+    ds = training.make_dataset(
+        images, one_hot, batch, shuffle=True, seed=SEED, augmenter=augmenter, sample_weights=weights[labels]
+    ).repeat()  # as training.fit
     keras.mixed_precision.set_global_policy("float32")
-    return policy, len(images), {"plain": (plain, (plain_ds,), {"shuffle": False}),
-                                 "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps})}, batch
+    return (
+        policy,
+        len(images),
+        {
+            "plain": (plain, (plain_ds,), {"shuffle": False}),
+            "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps}),
+        },
+        batch,
+    )
 
 
 def main() -> int:
@@ -277,14 +300,19 @@ def main() -> int:
     started = time.perf_counter()
     load_before = load_avg()
     peaks = {}
-    for dtype in ("float32", "bfloat16", "float32", "bfloat16"):      # alternated, best of the two medians
+    for dtype in ("float32", "bfloat16", "float32", "bfloat16"):  # alternated, best of the two medians
         peaks[dtype] = max(peaks.get(dtype, 0.0), matmul_peak(dtype))
-    print(f"matmul peak: float32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s",
-          file=sys.stderr)
+    print(
+        f"matmul peak: float32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s",
+        file=sys.stderr,
+    )
 
     rows = []
-    tasks = {"keypoints": keypoint_variants, "emotion": emotion_variants,
-             "emotion96": lambda p, s: emotion_variants(p, s, image_size=96)}
+    tasks = {
+        "keypoints": keypoint_variants,
+        "emotion": emotion_variants,
+        "emotion96": lambda p, s: emotion_variants(p, s, image_size=96),
+    }
     for task in args.tasks:
         steps = args.steps or STEPS[task]
         policy, n_images, variants, batch = tasks[task](params, steps)
@@ -298,61 +326,83 @@ def main() -> int:
         pair_ratio = statistics.median(o / p for o, p in zip(rates["facelab"], rates["plain"]))
         stem = params["train_keypoints" if task == "keypoints" else "train_emotion"]["stem"]
         size = {"keypoints": "96", "emotion": "48", "emotion96": "48->96"}[task]
-        label = (f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} rounds x {TIMED_EPOCHS} "
-                 f"epochs of {steps} batches)")
+        label = (
+            f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} rounds x {TIMED_EPOCHS} "
+            f"epochs of {steps} batches)"
+        )
         rows.append((label, flops, plain, ours, pair_ratio, policy, load_start, load_end, rates))
         del variants
 
     bf16 = "bfloat16" in policy
     print("### Training throughput: facelab vs the plain Keras recipe (same model)\n")
-    print(f"`python benchmarks/bench_training.py --rounds {args.rounds}"
-          f"{f' --steps {args.steps}' if args.steps else ''} --tasks {' '.join(args.tasks)}`: "
-          f"ResNet-18 width {WIDTH}, synthetic faces, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
-          f"{MIN_ROUNDS}-{args.rounds} alternating plain/facelab rounds (fewer when a task's rounds pass "
-          f"{TASK_BUDGET_S} s), each a fit of 1 + {TIMED_EPOCHS} epochs of the batches shown, timed after the first "
-          "(plain: Keras's epochs, a new iterator each; facelab: one repeated iterator, as `training.fit`), "
-          "median img/s. "
-          "Augmentation on in both "
-          f"(keypoints: precomputed copies; emotion: plain = numpy flip+shift per batch in a PyDataset, "
-          f"facelab = Keras flip/rotation/translation/zoom/contrast layers in tf.data).\n")
-    print("| task (input px, stem, batch, rounds x timed epochs of batches) | plain float32 img/s | facelab img/s "
-          "| facelab / plain | median of per-round ratios | facelab precision | per-round img/s plain; facelab "
-          "| load avg (1 min) start -> end |")
+    print(
+        f"`python benchmarks/bench_training.py --rounds {args.rounds}"
+        f"{f' --steps {args.steps}' if args.steps else ''} --tasks {' '.join(args.tasks)}`: "
+        f"ResNet-18 width {WIDTH}, synthetic faces, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+        f"{MIN_ROUNDS}-{args.rounds} alternating plain/facelab rounds (fewer when a task's rounds pass "
+        f"{TASK_BUDGET_S} s), each a fit of 1 + {TIMED_EPOCHS} epochs of the batches shown, timed after the first "
+        "(plain: Keras's epochs, a new iterator each; facelab: one repeated iterator, as `training.fit`), "
+        "median img/s. "
+        "Augmentation on in both "
+        f"(keypoints: precomputed copies; emotion: plain = numpy flip+shift per batch in a PyDataset, "
+        f"facelab = Keras flip/rotation/translation/zoom/contrast layers in tf.data).\n"
+    )
+    print(
+        "| task (input px, stem, batch, rounds x timed epochs of batches) | plain float32 img/s | facelab img/s "
+        "| facelab / plain | median of per-round ratios | facelab precision | per-round img/s plain; facelab "
+        "| load avg (1 min) start -> end |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- |")
     for task, _flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
-        per_round = (", ".join(f"{r:.1f}" for r in rates["plain"]) + "; "
-                     + ", ".join(f"{r:.1f}" for r in rates["facelab"]))
-        print(f"| {task} | {plain:.1f} | {ours:.1f} | **{ours / plain:.2f}x** | {pair_ratio:.2f}x "
-              f"| {policy} | {per_round} | {l0:.2f} -> {l1:.2f} |")
+        per_round = (
+            ", ".join(f"{r:.1f}" for r in rates["plain"]) + "; " + ", ".join(f"{r:.1f}" for r in rates["facelab"])
+        )
+        print(
+            f"| {task} | {plain:.1f} | {ours:.1f} | **{ours / plain:.2f}x** | {pair_ratio:.2f}x "
+            f"| {policy} | {per_round} | {l0:.2f} -> {l1:.2f} |"
+        )
     print()
-    print(f"Matmul peak of this machine ({MATMUL_SIZE}x{MATMUL_SIZE}, median of {MATMUL_REPEATS}, measured under "
-          f"the same load): float32 **{peaks['float32'] / 1e9:.1f} GFLOP/s**, bfloat16 "
-          f"**{peaks['bfloat16'] / 1e9:.1f} GFLOP/s**.\n")
-    print("| task | forward GFLOP/image | training GFLOP/image (3x) | plain: achieved GFLOP/s (% of fp32 peak) "
-          "| facelab: achieved GFLOP/s (% of its dtype's peak) |")
+    print(
+        f"Matmul peak of this machine ({MATMUL_SIZE}x{MATMUL_SIZE}, median of {MATMUL_REPEATS}, measured under "
+        f"the same load): float32 **{peaks['float32'] / 1e9:.1f} GFLOP/s**, bfloat16 "
+        f"**{peaks['bfloat16'] / 1e9:.1f} GFLOP/s**.\n"
+    )
+    print(
+        "| task | forward GFLOP/image | training GFLOP/image (3x) | plain: achieved GFLOP/s (% of fp32 peak) "
+        "| facelab: achieved GFLOP/s (% of its dtype's peak) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: |")
     for task, flops, plain, ours, _pair_ratio, policy, _l0, _l1, _rates in rows:
         task = task.split(" (")[0]
         peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
         a_plain, a_ours = 3 * flops * plain, 3 * flops * ours
-        print(f"| {task} | {flops / 1e9:.3f} | {3 * flops / 1e9:.3f} | {a_plain / 1e9:.1f} "
-              f"({100 * a_plain / peaks['float32']:.0f} %) | {a_ours / 1e9:.1f} ({100 * a_ours / peak_ours:.0f} %"
-              f"{' of bf16' if 'bfloat16' in policy else ''}) |")
+        print(
+            f"| {task} | {flops / 1e9:.3f} | {3 * flops / 1e9:.3f} | {a_plain / 1e9:.1f} "
+            f"({100 * a_plain / peaks['float32']:.0f} %) | {a_ours / 1e9:.1f} ({100 * a_ours / peak_ours:.0f} %"
+            f"{' of bf16' if 'bfloat16' in policy else ''}) |"
+        )
     print()
     for task, flops, plain, ours, pair_ratio, policy, _l0, _l1, _rates in rows:
         peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
-        goals.record(f"training {task.split(' (')[0]} >= 1.3x the plain recipe",
-                     f"{ours / plain:.2f}x ({plain:.0f} -> {ours:.0f} img/s; per-round median {pair_ratio:.2f}x)",
-                     ours / plain >= 1.3,
-                     f"{flops / 1e9:.3f} GFLOP/image forward; facelab at {100 * 3 * flops * ours / peak_ours:.0f} % "
-                     f"of the {policy.replace('mixed_', '')} matmul peak ({peak_ours / 1e9:.0f} GFLOP/s)")
+        goals.record(
+            f"training {task.split(' (')[0]} >= 1.3x the plain recipe",
+            f"{ours / plain:.2f}x ({plain:.0f} -> {ours:.0f} img/s; per-round median {pair_ratio:.2f}x)",
+            ours / plain >= 1.3,
+            f"{flops / 1e9:.3f} GFLOP/image forward; facelab at {100 * 3 * flops * ours / peak_ours:.0f} % "
+            f"of the {policy.replace('mixed_', '')} matmul peak ({peak_ours / 1e9:.0f} GFLOP/s)",
+        )
     gpus = tf.config.list_physical_devices("GPU")
-    goals.record("GPU: the same commands train there (mixed_float16; MirroredStrategy over several)",
-                 f"{len(gpus)} GPU(s) seen; the rows above ran on them" if gpus else "no GPU on this machine",
-                 None, "" if gpus else "not measured")
-    print(f"Load average (1/5/15 min) at start: {load_before}; at end: {load_avg()}; "
-          f"{os.cpu_count()} CPUs; total {time.perf_counter() - started:.0f} s."
-          + (" The CPU has AVX512_BF16, so `auto` picks mixed_bfloat16." if bf16 else ""))
+    goals.record(
+        "GPU: the same commands train there (mixed_float16; MirroredStrategy over several)",
+        f"{len(gpus)} GPU(s) seen; the rows above ran on them" if gpus else "no GPU on this machine",
+        None,
+        "" if gpus else "not measured",
+    )
+    print(
+        f"Load average (1/5/15 min) at start: {load_before}; at end: {load_avg()}; "
+        f"{os.cpu_count()} CPUs; total {time.perf_counter() - started:.0f} s."
+        + (" The CPU has AVX512_BF16, so `auto` picks mixed_bfloat16." if bf16 else "")
+    )
     return 0
 
 

@@ -32,7 +32,11 @@ def table(ledger: Path) -> str:
     if not rows:
         return ""
     verdict = {True: "met", False: "**missed**", None: "-"}
-    lines = ["## Goals of the speed issue, from this run", "",
-             "| goal | measured | verdict | note |", "| --- | --- | --- | --- |"]
+    lines = [
+        "## Goals of the speed issue, from this run",
+        "",
+        "| goal | measured | verdict | note |",
+        "| --- | --- | --- | --- |",
+    ]
     lines += [f"| {r['goal']} | {r['measured']} | {verdict[r['met']]} | {r['note']} |" for r in rows]
     return "\n".join(lines) + "\n"

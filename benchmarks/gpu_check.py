@@ -31,20 +31,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PROFILES = {   # profile -> the training stages it is about
+PROFILES = {  # profile -> the training stages it is about
     "tiny": ("train_keypoints", "train_emotion"),
     "real-keypoints": ("train_keypoints",),
     "real-emotion-5": ("train_emotion",),
     "real-emotion-7": ("train_emotion",),
 }
 REAL_EPOCHS = 1
-STAGE_TIMEOUT_S = 300          # per child process (data or one training stage)
+STAGE_TIMEOUT_S = 300  # per child process (data or one training stage)
 RESULT_PREFIX = "GPU_CHECK "
 TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly")
-ALREADY_IN_A_FRESH_VENV = {"pip", "setuptools"}   # python3.11 -m venv installs both
+ALREADY_IN_A_FRESH_VENV = {"pip", "setuptools"}  # python3.11 -m venv installs both
 
 
 # --- in the child process: one training stage --------------------------------------------------
+
 
 def train_stage(stage: str) -> None:
     """Run ``stage`` of the project in the current directory and print what it measured (one JSON line)."""
@@ -55,16 +56,29 @@ def train_stage(stage: str) -> None:
 
     started = time.perf_counter()
     summary = {"train_keypoints": train.run_keypoints, "train_emotion": train.run_emotion}[stage](
-        load_params("params.yaml"))
+        load_params("params.yaml")
+    )
     gpus = tf.config.list_logical_devices("GPU")
     peak = tf.config.experimental.get_memory_info(gpus[0].name)["peak"] if gpus else None
-    print(RESULT_PREFIX + json.dumps({
-        "stage": stage, "precision": summary["precision"], "images_per_second": summary["images_per_second"],
-        "train_seconds": summary["train_seconds"], "stage_seconds": round(time.perf_counter() - started, 1),
-        "peak_gpu_bytes": peak, "device": gpus[0].name if gpus else "CPU"}), flush=True)
+    print(
+        RESULT_PREFIX
+        + json.dumps(
+            {
+                "stage": stage,
+                "precision": summary["precision"],
+                "images_per_second": summary["images_per_second"],
+                "train_seconds": summary["train_seconds"],
+                "stage_seconds": round(time.perf_counter() - started, 1),
+                "peak_gpu_bytes": peak,
+                "device": gpus[0].name if gpus else "CPU",
+            }
+        ),
+        flush=True,
+    )
 
 
 # --- in the parent --------------------------------------------------------------------------
+
 
 def project(profile: str, work: Path) -> tuple[Path, dict]:
     """A copy of the project with ``profile`` applied (real profiles: one epoch), ../shared beside it."""
@@ -99,10 +113,9 @@ def run_profile(profile: str, work: Path, timeout: int) -> list[dict]:
         run(["dvc", "repro", "augment"], path, env, timeout=timeout)
         data_seconds = round(time.perf_counter() - started, 1)
         for stage in PROFILES[profile]:
-            result = run([sys.executable, str(Path(__file__).resolve()), "--train", stage], path, env,
-                         timeout=timeout)
+            result = run([sys.executable, str(Path(__file__).resolve()), "--train", stage], path, env, timeout=timeout)
             line = next(x for x in result.stdout.splitlines() if x.startswith(RESULT_PREFIX))
-            rows.append({"profile": profile, "data_seconds": data_seconds, **json.loads(line[len(RESULT_PREFIX):])})
+            rows.append({"profile": profile, "data_seconds": data_seconds, **json.loads(line[len(RESULT_PREFIX) :])})
     except (AssertionError, subprocess.TimeoutExpired) as exc:
         print(str(exc)[-3000:], file=sys.stderr)
         rows.append({"profile": profile, "failed": f"{type(exc).__name__} after {time.perf_counter() - started:.0f} s"})
@@ -110,7 +123,7 @@ def run_profile(profile: str, work: Path, timeout: int) -> list[dict]:
 
 
 def gib(value: int | None) -> str:
-    return "n/a (no GPU)" if value is None else f"{value / 2 ** 30:.2f} GiB"
+    return "n/a (no GPU)" if value is None else f"{value / 2**30:.2f} GiB"
 
 
 def check_report(report_path: Path) -> int:
@@ -128,7 +141,7 @@ def check_report(report_path: Path) -> int:
     def wanted(name: str, req: Requirement) -> bool:
         return not req.marker or any(req.marker.evaluate(dict(env, extra=e)) for e in extras.get(name, set()) | {""})
 
-    for _ in range(3):   # the extras the set asks for itself (facelab[gpu] -> tensorflow[and-cuda] -> nvidia-*)
+    for _ in range(3):  # the extras the set asks for itself (facelab[gpu] -> tensorflow[and-cuda] -> nvidia-*)
         for name, meta in items.items():
             for raw in meta.get("requires_dist", []):
                 req = Requirement(raw)
@@ -145,8 +158,10 @@ def check_report(report_path: Path) -> int:
                 unmet.append(f"{name} needs {raw}, resolved {dep['version'] if dep else 'nothing'}")
     tensorflows = [f"{n}=={items[n]['version']}" for n in TENSORFLOW_DISTRIBUTIONS if n in items]
     nvidia = sorted(f"{n}=={m['version']}" for n, m in items.items() if n.startswith("nvidia-"))
-    print(f"GPU install resolved: {len(items)} packages; TensorFlow: {', '.join(tensorflows) or 'none'}; "
-          f"{len(nvidia)} NVIDIA packages ({', '.join(nvidia)}); unmet requirements: {len(unmet)}")
+    print(
+        f"GPU install resolved: {len(items)} packages; TensorFlow: {', '.join(tensorflows) or 'none'}; "
+        f"{len(nvidia)} NVIDIA packages ({', '.join(nvidia)}); unmet requirements: {len(unmet)}"
+    )
     for line in unmet:
         print("  unmet:", line)
     return 0 if len(tensorflows) == 1 and not unmet else 1
@@ -170,8 +185,11 @@ def main() -> int:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    print(f"TensorFlow {tf.__version__}, GPUs: {[g.name for g in gpus] or 'none'}, "
-          f"built with CUDA: {tf.test.is_built_with_cuda()}", flush=True)
+    print(
+        f"TensorFlow {tf.__version__}, GPUs: {[g.name for g in gpus] or 'none'}, "
+        f"built with CUDA: {tf.test.is_built_with_cuda()}",
+        flush=True,
+    )
     if args.require_gpu and not gpus:
         print("TensorFlow sees no GPU: nothing measured (check the driver: nvidia-smi)", file=sys.stderr)
         return 1
@@ -181,16 +199,20 @@ def main() -> int:
     for profile in args.profiles:
         print(f"... {profile}", flush=True)
         rows.extend(run_profile(profile, work, args.timeout))
-    print(f"\n{len(rows)} training runs in {time.perf_counter() - started:.0f} s (copies in {work}), "
-          f"load average {os.getloadavg()[0]:.2f}\n")
+    print(
+        f"\n{len(rows)} training runs in {time.perf_counter() - started:.0f} s (copies in {work}), "
+        f"load average {os.getloadavg()[0]:.2f}\n"
+    )
     print("| profile | stage | device | precision | images/s | training s | peak GPU memory | data s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "failed" in r:
             print(f"| {r['profile']} | failed: {r['failed']} | | | | | | |")
             continue
-        print(f"| {r['profile']} | {r['stage']} | {r['device']} | {r['precision']} | {r['images_per_second']:.0f} | "
-              f"{r['train_seconds']:.1f} | {gib(r['peak_gpu_bytes'])} | {r['data_seconds']:.1f} |")
+        print(
+            f"| {r['profile']} | {r['stage']} | {r['device']} | {r['precision']} | {r['images_per_second']:.0f} | "
+            f"{r['train_seconds']:.1f} | {gib(r['peak_gpu_bytes'])} | {r['data_seconds']:.1f} |"
+        )
     return 1 if any("failed" in r for r in rows) else 0
 
 

@@ -47,7 +47,7 @@ BENCHMARKS = {
     "training": ("bench_training.py", [], ["--tasks", "keypoints", "emotion", "emotion96"]),
     "pipeline": ("bench_pipeline.py", ["--real-fer"], ["--real-fer", "--default"]),
 }
-TENSORFLOW = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly")   # whichever is installed
+TENSORFLOW = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly")  # whichever is installed
 TIMEOUT_S = 3600
 STDERR_TAIL = 3000
 
@@ -78,21 +78,23 @@ def load_avg() -> str:
 
 def header(mode: str) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return "\n".join([
-        "# facelab benchmarks",
-        "",
-        f"Written by `python benchmarks/run_all.py{' --full' if mode == 'full' else ''}` ({mode} mode); "
-        "every number below is from that run.",
-        "",
-        f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- machine: {cpu_model()}, {cores} cores usable ({os.cpu_count()} online), {memory_gib()} memory, "
-        f"{platform.system()} {platform.release()}",
-        f"- load average (1/5/15 min) at start: {load_avg()} (other processes on this machine slow every figure; "
-        "each table gives the load while it was measured)",
-        f"- Python {platform.python_version()}, TensorFlow {version(*TENSORFLOW)}, Keras {version('keras')}, "
-        f"DVC {version('dvc')}, MLflow {version('mlflow')}, numpy {version('numpy')}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# facelab benchmarks",
+            "",
+            f"Written by `python benchmarks/run_all.py{' --full' if mode == 'full' else ''}` ({mode} mode); "
+            "every number below is from that run.",
+            "",
+            f"- date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+            f"- machine: {cpu_model()}, {cores} cores usable ({os.cpu_count()} online), {memory_gib()} memory, "
+            f"{platform.system()} {platform.release()}",
+            f"- load average (1/5/15 min) at start: {load_avg()} (other processes on this machine slow every figure; "
+            "each table gives the load while it was measured)",
+            f"- Python {platform.python_version()}, TensorFlow {version(*TENSORFLOW)}, Keras {version('keras')}, "
+            f"DVC {version('dvc')}, MLflow {version('mlflow')}, numpy {version('numpy')}",
+            "",
+        ]
+    )
 
 
 def run_one(name: str, script: str, args: list[str]) -> str:
@@ -104,8 +106,7 @@ def run_one(name: str, script: str, args: list[str]) -> str:
     load_start, started = load_avg(), time.perf_counter()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     stderr_tail = []
-    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc:
+    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         # stdout is the table (small); stderr is progress, echoed as it comes.
         chunks: list[str] = []
         reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
@@ -122,8 +123,12 @@ def run_one(name: str, script: str, args: list[str]) -> str:
         reader.join()
     seconds = time.perf_counter() - started
     output = "".join(chunks).strip()
-    lines = [f"## {name}", "", f"`{shown}`: {seconds:.0f} s, load average {load_start} at start, "
-             f"{load_avg()} at end.", ""]
+    lines = [
+        f"## {name}",
+        "",
+        f"`{shown}`: {seconds:.0f} s, load average {load_start} at start, {load_avg()} at end.",
+        "",
+    ]
     if code != 0:
         tail = "".join(stderr_tail)[-STDERR_TAIL:]
         lines += [f"**failed (exit status {code})**; end of its stderr:", "", "```", tail.rstrip(), "```", ""]
@@ -143,7 +148,7 @@ def main() -> int:
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Path(tmp) / "goals.jsonl"
-        os.environ[goals.LEDGER_ENV] = str(ledger)   # the benchmarks inherit it and record their goals
+        os.environ[goals.LEDGER_ENV] = str(ledger)  # the benchmarks inherit it and record their goals
         for name, (script, quick, full) in BENCHMARKS.items():
             if args.only and name not in args.only:
                 continue

@@ -81,8 +81,9 @@ def postgres_bin() -> Path:
         return Path(found).parent
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
     if not candidates:
-        raise ServiceError("PostgreSQL not found (no pg_ctl on PATH or in /usr/lib/postgresql/*/bin): "
-                           "apt-get install postgresql")
+        raise ServiceError(
+            "PostgreSQL not found (no pg_ctl on PATH or in /usr/lib/postgresql/*/bin): apt-get install postgresql"
+        )
     return Path(candidates[-1]).parent
 
 
@@ -128,6 +129,7 @@ def _write_private(path: Path, text: str) -> None:
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
+
 def start_postgres(state: dict, password: str) -> None:
     pg = postgres_bin()
     base = Path(tempfile.mkdtemp(prefix="facelab-pg-"))  # outside DIR: the postgres user must reach it
@@ -139,17 +141,38 @@ def start_postgres(state: dict, password: str) -> None:
         for path in (base, pwfile):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     log = base / "postgres.log"
-    subprocess.run(_as_db_owner([str(pg / "initdb"), "-D", str(base / "data"), "-U", PG_USER, "-E", "UTF8",
-                                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-instructions"]),
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        _as_db_owner(
+            [
+                str(pg / "initdb"),
+                "-D",
+                str(base / "data"),
+                "-U",
+                PG_USER,
+                "-E",
+                "UTF8",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--no-instructions",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     pwfile.unlink()
     options = f"-p {state['pg_port']} -c listen_addresses={HOST} -c unix_socket_directories={base}"
-    subprocess.run(_as_db_owner([str(pg / "pg_ctl"), "-D", str(base / "data"), "-l", str(log), "-o", options,
-                                 "-w", "-t", "60", "start"]), check=True, capture_output=True, text=True)
+    subprocess.run(
+        _as_db_owner(
+            [str(pg / "pg_ctl"), "-D", str(base / "data"), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]
+        ),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     import psycopg2
 
-    connection = psycopg2.connect(host=HOST, port=state["pg_port"], user=PG_USER, password=password,
-                                  dbname="postgres")
+    connection = psycopg2.connect(host=HOST, port=state["pg_port"], user=PG_USER, password=password, dbname="postgres")
     connection.autocommit = True
     with connection.cursor() as cursor:
         for name in DATABASES:
@@ -162,17 +185,22 @@ def stop_postgres(state: dict) -> None:
     if not base or not Path(base).exists():
         return
     if (Path(base) / "data" / "postmaster.pid").exists():
-        subprocess.run(_as_db_owner([str(postgres_bin() / "pg_ctl"), "-D", f"{base}/data", "-m", "fast", "-w",
-                                     "stop"]), capture_output=True, text=True)
+        subprocess.run(
+            _as_db_owner([str(postgres_bin() / "pg_ctl"), "-D", f"{base}/data", "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+            text=True,
+        )
     shutil.rmtree(base, ignore_errors=True)
 
 
 # --- processes: S3 and MLflow ----------------------------------------------------------------------
 
+
 def _spawn(cmd: list[str], log: Path, env: dict) -> int:
     with open(log, "ab") as out:
-        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)  # its own group: stop() ends its workers too
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )  # its own group: stop() ends its workers too
     return process.pid
 
 
@@ -200,8 +228,7 @@ def _stop_group(pid: int | None) -> None:
 def start_s3(state: dict, folder: Path) -> None:
     state["s3_port"] = free_port()
     log = folder / "s3.log"
-    state["s3_pid"] = _spawn([str(BIN / "moto_server"), "-H", HOST, "-p", str(state["s3_port"])], log,
-                             dict(os.environ))
+    state["s3_pid"] = _spawn([str(BIN / "moto_server"), "-H", HOST, "-p", str(state["s3_port"])], log, dict(os.environ))
     save_state(folder, state)  # at once: a stop() during the wait below must find the process
     _wait(lambda: _port_open(state["s3_port"]), "S3 server (moto)", log, state["s3_pid"])
     import boto3
@@ -219,12 +246,18 @@ def tracking_uri(state: dict) -> str:
 
 def _mlflow_env(state: dict, folder: Path) -> dict:
     env = dict(os.environ)
-    env.update({"PGPASSFILE": str(folder / "pgpass"), "MLFLOW_AUTH_CONFIG_PATH": str(folder / "basic_auth.ini"),
-                "MLFLOW_S3_ENDPOINT_URL": s3_endpoint(state), "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USER,
-                "MLFLOW_FLASK_SERVER_SECRET_KEY": (folder / "flask-secret").read_text().strip(),
-                # MLflow 3's job runner (six huey consumers, ~250 MB each) serves GenAI features facelab
-                # does not use; without it the server starts and restarts faster on small machines.
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")})
+    env.update(
+        {
+            "PGPASSFILE": str(folder / "pgpass"),
+            "MLFLOW_AUTH_CONFIG_PATH": str(folder / "basic_auth.ini"),
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint(state),
+            "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USER,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": (folder / "flask-secret").read_text().strip(),
+            # MLflow 3's job runner (six huey consumers, ~250 MB each) serves GenAI features facelab
+            # does not use; without it the server starts and restarts faster on small machines.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+        }
+    )
     if os.environ.get(ADMIN_PASSWORD_ENV):  # needed the first time only: the admin then exists in PostgreSQL
         env["MLFLOW_AUTH_ADMIN_PASSWORD"] = os.environ[ADMIN_PASSWORD_ENV]
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
@@ -244,11 +277,23 @@ def start_mlflow(state: dict, folder: Path) -> None:
     """``mlflow server`` on the state's port (a new free one the first time)."""
     state.setdefault("mlflow_port", free_port())
     log = folder / "mlflow.log"
-    cmd = [str(BIN / "mlflow"), "server",
-           "--backend-store-uri", f"postgresql+psycopg2://{PG_USER}@{HOST}:{state['pg_port']}/mlflow",
-           "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--serve-artifacts",
-           "--app-name", "basic-auth", "--host", HOST, "--port", str(state["mlflow_port"]),
-           "--workers", str(MLFLOW_WORKERS)]
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"postgresql+psycopg2://{PG_USER}@{HOST}:{state['pg_port']}/mlflow",
+        "--artifacts-destination",
+        f"s3://{BUCKET}/mlflow",
+        "--serve-artifacts",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        HOST,
+        "--port",
+        str(state["mlflow_port"]),
+        "--workers",
+        str(MLFLOW_WORKERS),
+    ]
     state["mlflow_pid"] = _spawn(cmd, log, _mlflow_env(state, folder))
     save_state(folder, state)  # at once: a stop() during the wait below must find the process
     _wait(lambda: _healthy(state["mlflow_port"]), "mlflow server", log, state["mlflow_pid"])
@@ -271,6 +316,7 @@ def restart_mlflow(folder: Path, down_s: float = 0.0) -> float:
 
 
 # --- all of it ----------------------------------------------------------------------------------
+
 
 def load_state(folder: Path) -> dict:
     path = folder / "state.json"
@@ -296,8 +342,9 @@ def start(folder: Path) -> dict:
         _write_private(folder / "pgpass", f"{HOST}:{state['pg_port']}:*:{PG_USER}:{password}\n")
         # The CSRF key of basic-auth's forms: the same across restarts, so a restart keeps sessions valid.
         _write_private(folder / "flask-secret", os.environ.get(FLASK_SECRET_ENV) or secrets.token_urlsafe(32))
-        (folder / "basic_auth.ini").write_text(AUTH_INI.format(user=PG_USER, host=HOST, port=state["pg_port"],
-                                                                 admin=ADMIN_USER))
+        (folder / "basic_auth.ini").write_text(
+            AUTH_INI.format(user=PG_USER, host=HOST, port=state["pg_port"], admin=ADMIN_USER)
+        )
         start_s3(state, folder)
         save_state(folder, state)
         start_mlflow(state, folder)

@@ -1,4 +1,5 @@
 """DVC stage `augment`: augmented keypoint training set + previews of both augmentations."""
+
 from facelab.augment import run
 from facelab.runner import stage
 

@@ -1,4 +1,5 @@
 """DVC stage `combine`: the champion versions named in models/champions.json -> reports/combine/faces.png."""
+
 from facelab.combine import run
 from facelab.runner import stage
 

@@ -1,4 +1,5 @@
 """DVC stage `evaluate`: test metrics -> metrics/evaluate.json; the champion rules -> models/champions.json."""
+
 from facelab.evaluate import run
 from facelab.runner import stage
 

@@ -1,4 +1,5 @@
 """DVC stage `prepare`: raw faces (synthetic default or your files) -> data/prepared/*.npz."""
+
 from facelab.prepare import run
 from facelab.runner import stage
 

@@ -24,8 +24,11 @@ class FaceAnalyzer:
     @classmethod
     def from_champions(cls, champions) -> FaceAnalyzer:
         """From ``analyzer_model.fetch_champions``: the two downloaded versions and the class list."""
-        return cls(tracking.load_keras(champions.folders["keypoints"]),
-                   tracking.load_keras(champions.folders["emotion"]), champions.classes)
+        return cls(
+            tracking.load_keras(champions.folders["keypoints"]),
+            tracking.load_keras(champions.folders["emotion"]),
+            champions.classes,
+        )
 
     def keypoints(self, faces: np.ndarray) -> np.ndarray:
         """(N, 30) keypoint coordinates in each face's own pixel frame."""
@@ -44,11 +47,15 @@ class FaceAnalyzer:
         records = []
         for face_points, face_probs in zip(points.reshape(len(points), -1, 2), probs):
             best = int(face_probs.argmax())
-            records.append({
-                "keypoints": {name: [round(float(x), 2), round(float(y), 2)]
-                              for name, (x, y) in zip(KEYPOINT_NAMES, face_points)},
-                "emotion": self.classes[best],
-                "probability": round(float(face_probs[best]), 4),
-                "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, face_probs)},
-            })
+            records.append(
+                {
+                    "keypoints": {
+                        name: [round(float(x), 2), round(float(y), 2)]
+                        for name, (x, y) in zip(KEYPOINT_NAMES, face_points)
+                    },
+                    "emotion": self.classes[best],
+                    "probability": round(float(face_probs[best]), 4),
+                    "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, face_probs)},
+                }
+            )
         return records

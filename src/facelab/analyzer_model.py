@@ -46,8 +46,15 @@ from facelab.predict import analyse_encoded
 
 IMAGE_COLUMN, NAME_COLUMN = "image", "name"
 ARTIFACT_NAME = "analyzer"
-REQUIREMENTS = ("mlflow", "keras", tracking.TENSORFLOW_MODULE, "numpy", "pandas", "opencv-python-headless",
-                "pillow")   # TensorFlow: the build installed here (tracking.pinned_requirements)
+REQUIREMENTS = (
+    "mlflow",
+    "keras",
+    tracking.TENSORFLOW_MODULE,
+    "numpy",
+    "pandas",
+    "opencv-python-headless",
+    "pillow",
+)  # TensorFlow: the build installed here (tracking.pinned_requirements)
 
 
 class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
@@ -56,20 +63,26 @@ class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         config = context.model_config or {}
         self.batch_faces = int(config.get("batch_faces", 64))
-        self.analyzer = FaceAnalyzer(tracking.load_keras(context.artifacts["keypoints_model"]),
-                                     tracking.load_keras(context.artifacts["emotion_model"]),
-                                     list(config["classes"]))
+        self.analyzer = FaceAnalyzer(
+            tracking.load_keras(context.artifacts["keypoints_model"]),
+            tracking.load_keras(context.artifacts["emotion_model"]),
+            list(config["classes"]),
+        )
 
     # The pd.DataFrame hint tells MLflow to keep the explicit signature (no inference, no warning).
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if IMAGE_COLUMN not in frame.columns:
-            raise FacelabError(f"the input needs a column {IMAGE_COLUMN!r} of base64-encoded image files "
-                               f"(got columns {list(frame.columns)})")
-        names = ([str(n) for n in frame[NAME_COLUMN]] if NAME_COLUMN in frame.columns
-                 else [f"image {i}" for i in range(len(frame))])
-        return analyse_encoded([_image_bytes(v) for v in frame[IMAGE_COLUMN]], self.analyzer, names,
-                               self.batch_faces)
+            raise FacelabError(
+                f"the input needs a column {IMAGE_COLUMN!r} of base64-encoded image files "
+                f"(got columns {list(frame.columns)})"
+            )
+        names = (
+            [str(n) for n in frame[NAME_COLUMN]]
+            if NAME_COLUMN in frame.columns
+            else [f"image {i}" for i in range(len(frame))]
+        )
+        return analyse_encoded([_image_bytes(v) for v in frame[IMAGE_COLUMN]], self.analyzer, names, self.batch_faces)
 
 
 def _image_bytes(value) -> bytes:
@@ -99,8 +112,9 @@ def _example_image() -> str:
 def _package_copy(folder: Path) -> str:
     """A copy of the facelab package's source (no caches) for ``code_paths``: what a model server imports."""
     target = folder / "facelab"
-    shutil.copytree(Path(facelab.__file__).resolve().parent, target,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        Path(facelab.__file__).resolve().parent, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     return str(target)
 
 
@@ -108,21 +122,21 @@ def _package_copy(folder: Path) -> str:
 class Champions:
     """The two model versions that held an alias when fetched, downloaded to local folders."""
 
-    names: dict[str, str]        # task (keypoints, emotion) -> registered model name
-    versions: dict[str, int]     # task -> version number
-    folders: dict[str, str]      # task -> local MLflow model folder of that version
-    classes: list[str]           # the emotion version's class list
+    names: dict[str, str]  # task (keypoints, emotion) -> registered model name
+    versions: dict[str, int]  # task -> version number
+    folders: dict[str, str]  # task -> local MLflow model folder of that version
+    classes: list[str]  # the emotion version's class list
 
 
-def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path,
-                    alias: str = tracking.CHAMPION) -> Champions:
+def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path, alias: str = tracking.CHAMPION) -> Champions:
     """Resolve ``alias`` of both models once and download those versions under ``folder``."""
     client = MlflowClient()
     versions = {}
     for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
         try:
-            versions[task] = int(tracking.retry(lambda: client.get_model_version_by_alias(name, alias),
-                                                "get alias").version)
+            versions[task] = int(
+                tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias").version
+            )
         except Exception as exc:  # MLflow's not-found error: say which model has no such version
             raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
     return fetch_versions({"keypoints": keypoints_name, "emotion": emotion_name}, versions, folder)
@@ -142,8 +156,10 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
             found[task] = tracking.retry(lambda: client.get_model_version(name, str(versions[task])), "get version")
         except Exception:  # MLflow's not-found error
             where = f" (named in {source})" if source else ""
-            raise FacelabError(f"models:/{name}/{versions[task]}{where}: no such model version in "
-                               f"{tracking.tracking_uri()}: rerun evaluate (dvc repro -f evaluate)") from None
+            raise FacelabError(
+                f"models:/{name}/{versions[task]}{where}: no such model version in "
+                f"{tracking.tracking_uri()}: rerun evaluate (dvc repro -f evaluate)"
+            ) from None
     classes = found["emotion"].tags.get("classes")
     if not classes:
         raise FacelabError(f"models:/{names['emotion']}/{versions['emotion']}: no 'classes' tag")
@@ -152,7 +168,8 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
         uri = f"models:/{name}/{versions[task]}"
         folders[task] = tracking.retry(
             lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(folder) / task)),
-            "download model")
+            "download model",
+        )
     return Champions(dict(names), {task: int(v) for task, v in versions.items()}, folders, classes.split(","))
 
 
@@ -166,23 +183,42 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
     client = MlflowClient()
     with tempfile.TemporaryDirectory(prefix="facelab-analyzer-") as tmp:
         example = pd.DataFrame({IMAGE_COLUMN: [_example_image()]})
-        info = tracking.retry(lambda: mlflow.pyfunc.log_model(
-            name=ARTIFACT_NAME, python_model=FaceAnalyzerModel(),
-            artifacts={f"{task}_model": folder for task, folder in champions.folders.items()},
-            code_paths=[_package_copy(Path(tmp) / "code")],
-            signature=ModelSignature(inputs=Schema([ColSpec("string", IMAGE_COLUMN),
-                                                    ColSpec("string", NAME_COLUMN, required=False)])),
-            input_example=example, model_config={"classes": champions.classes, "batch_faces": 64},
-            pip_requirements=tracking.pinned_requirements(REQUIREMENTS),
-            metadata={f"{task}_model": f"{champions.names[task]}/{champions.versions[task]}"
-                      for task in champions.names}), "log model")
-    registered = tracking.register_version(info.model_uri, analyzer_name, {
-        "keypoints_version": champions.versions["keypoints"], "emotion_version": champions.versions["emotion"],
-        "classes": ",".join(champions.classes)})
+        info = tracking.retry(
+            lambda: mlflow.pyfunc.log_model(
+                name=ARTIFACT_NAME,
+                python_model=FaceAnalyzerModel(),
+                artifacts={f"{task}_model": folder for task, folder in champions.folders.items()},
+                code_paths=[_package_copy(Path(tmp) / "code")],
+                signature=ModelSignature(
+                    inputs=Schema([ColSpec("string", IMAGE_COLUMN), ColSpec("string", NAME_COLUMN, required=False)])
+                ),
+                input_example=example,
+                model_config={"classes": champions.classes, "batch_faces": 64},
+                pip_requirements=tracking.pinned_requirements(REQUIREMENTS),
+                metadata={
+                    f"{task}_model": f"{champions.names[task]}/{champions.versions[task]}" for task in champions.names
+                },
+            ),
+            "log model",
+        )
+    registered = tracking.register_version(
+        info.model_uri,
+        analyzer_name,
+        {
+            "keypoints_version": champions.versions["keypoints"],
+            "emotion_version": champions.versions["emotion"],
+            "classes": ",".join(champions.classes),
+        },
+    )
     number = int(registered.version)
     for name in dict.fromkeys((tracking.CANDIDATE, alias)):  # from the champions: the champion
         tracking.retry(lambda: client.set_registered_model_alias(analyzer_name, name, str(number)), f"alias {name}")
     run = mlflow.active_run()
-    return {"name": analyzer_name, "version": number, "run_id": run.info.run_id if run else None,
-            "model_uri": info.model_uri, "keypoints_version": champions.versions["keypoints"],
-            "emotion_version": champions.versions["emotion"]}
+    return {
+        "name": analyzer_name,
+        "version": number,
+        "run_id": run.info.run_id if run else None,
+        "model_uri": info.model_uri,
+        "keypoints_version": champions.versions["keypoints"],
+        "emotion_version": champions.versions["emotion"],
+    }

@@ -44,10 +44,15 @@ STAGE_INPUTS: dict[str, dict[str, Path]] = {
     "augment": {"keypoints_train": split_path("keypoints", "train"), "emotion_train": split_path("emotion", "train")},
     "train_keypoints": {"keypoints_train": AUGMENTED_KEYPOINTS_TRAIN, "keypoints_val": split_path("keypoints", "val")},
     "train_emotion": {"emotion_train": split_path("emotion", "train"), "emotion_val": split_path("emotion", "val")},
-    "evaluate": {"keypoints_model": KEYPOINT_MODEL, "emotion_model": EMOTION_MODEL,
-                 "keypoints_test": split_path("keypoints", "test"), "emotion_test": split_path("emotion", "test"),
-                 # the trivial baselines: the training set's mean keypoints and majority class
-                 "keypoints_train": AUGMENTED_KEYPOINTS_TRAIN, "emotion_train": split_path("emotion", "train")},
+    "evaluate": {
+        "keypoints_model": KEYPOINT_MODEL,
+        "emotion_model": EMOTION_MODEL,
+        "keypoints_test": split_path("keypoints", "test"),
+        "emotion_test": split_path("emotion", "test"),
+        # the trivial baselines: the training set's mean keypoints and majority class
+        "keypoints_train": AUGMENTED_KEYPOINTS_TRAIN,
+        "emotion_train": split_path("emotion", "train"),
+    },
     "combine": {"champions": CHAMPIONS_FILE, "keypoints_test": split_path("keypoints", "test")},
 }
 
@@ -58,8 +63,10 @@ class _Declared(dict):
         self.stage = stage
 
     def __missing__(self, name: str):
-        raise KeyError(f"stage {self.stage} reads {name!r}, which it does not declare "
-                       "(facelab.artifacts.STAGE_INPUTS and dvc.yaml deps)")
+        raise KeyError(
+            f"stage {self.stage} reads {name!r}, which it does not declare "
+            "(facelab.artifacts.STAGE_INPUTS and dvc.yaml deps)"
+        )
 
 
 def stage_files(stage: str) -> Mapping[str, Path]:

@@ -20,8 +20,9 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or "".join(target.suffixes[-1:]),
-                                    dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=suffix or "".join(target.suffixes[-1:]), dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

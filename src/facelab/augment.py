@@ -35,16 +35,24 @@ def run(params: dict) -> dict:
         rng = np.random.default_rng(seed)
         originals, original_points = train["images"][:PREVIEW_FACES], train["keypoints"][:PREVIEW_FACES]
         moved, moved_points = augment_keypoint_faces(originals, original_points, rng, **kp_cfg)
-        viz.face_grid(reports / "keypoints_preview.png", np.concatenate([originals, moved]),
-                      keypoints=np.concatenate([original_points, moved_points]), columns=PREVIEW_FACES,
-                      suptitle="top: prepared faces; bottom: augmented copies (keypoints moved with the pixels)")
+        viz.face_grid(
+            reports / "keypoints_preview.png",
+            np.concatenate([originals, moved]),
+            keypoints=np.concatenate([original_points, moved_points]),
+            columns=PREVIEW_FACES,
+            suptitle="top: prepared faces; bottom: augmented copies (keypoints moved with the pixels)",
+        )
 
         faces = artifacts.load_split(files["emotion_train"])["images"][:PREVIEW_FACES]
         layers = emotion_augmenter(seed=seed, **cfg["emotion"])
         batch = faces[..., None].astype(np.float32)
         rows = [faces] + [np.asarray(layers(batch, training=True))[..., 0] for _ in range(3)]
-        viz.face_grid(reports / "emotion_preview.png", np.clip(np.concatenate(rows), 0, 255).astype(np.uint8),
-                      columns=PREVIEW_FACES, suptitle="top: prepared faces; below: on-the-fly augmentations")
+        viz.face_grid(
+            reports / "emotion_preview.png",
+            np.clip(np.concatenate(rows), 0, 255).astype(np.uint8),
+            columns=PREVIEW_FACES,
+            suptitle="top: prepared faces; below: on-the-fly augmentations",
+        )
 
         summary = {"keypoints_train_faces": int(len(train["images"])), "keypoints_augmented_faces": int(len(images))}
         tracking.log_metrics(summary)

@@ -39,9 +39,17 @@ def _affine(rng: np.random.Generator, size: int, rotation_deg: float, shift_px: 
     return matrix
 
 
-def augment_keypoint_faces(images: np.ndarray, keypoints: np.ndarray, rng: np.random.Generator, *,
-                           flip: bool, rotation_deg: float, shift_px: float, scale: float,
-                           brightness: float) -> tuple[np.ndarray, np.ndarray]:
+def augment_keypoint_faces(
+    images: np.ndarray,
+    keypoints: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    flip: bool,
+    rotation_deg: float,
+    shift_px: float,
+    scale: float,
+    brightness: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """One random augmented copy of each face, keypoints moved with the pixels.
 
     Copies whose moved keypoints would leave the frame keep their original geometry.
@@ -54,13 +62,18 @@ def augment_keypoint_faces(images: np.ndarray, keypoints: np.ndarray, rng: np.ra
         image, points = images[i], keypoints[i].reshape(-1, 2)
         if do_flip[i]:
             image = image[:, ::-1]
-            points = flip_keypoints(keypoints[i:i + 1], size)[0].reshape(-1, 2)
+            points = flip_keypoints(keypoints[i : i + 1], size)[0].reshape(-1, 2)
         if rotation_deg or shift_px or scale:
             matrix = _affine(rng, size, rotation_deg, shift_px, scale)
             moved = points @ matrix[:, :2].T + matrix[:, 2]
             if np.all((moved >= 0) & (moved <= size - 1) | np.isnan(moved)):
-                image = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size),
-                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                image = cv2.warpAffine(
+                    np.ascontiguousarray(image),
+                    matrix,
+                    (size, size),
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
                 points = moved
         if brightness:
             gain = 1.0 + rng.uniform(-brightness, brightness)
@@ -71,8 +84,9 @@ def augment_keypoint_faces(images: np.ndarray, keypoints: np.ndarray, rng: np.ra
     return out_images, out_points
 
 
-def expand_keypoint_training_set(images: np.ndarray, keypoints: np.ndarray, copies: int, seed: int,
-                                 **settings) -> tuple[np.ndarray, np.ndarray]:
+def expand_keypoint_training_set(
+    images: np.ndarray, keypoints: np.ndarray, copies: int, seed: int, **settings
+) -> tuple[np.ndarray, np.ndarray]:
     """The original faces followed by ``copies`` augmented copies of each."""
     rng = np.random.default_rng(seed)
     all_images, all_points = [images], [keypoints.astype(np.float32)]

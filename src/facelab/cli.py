@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_stage)
     p = sub.add_parser("check-params", help="validate params.yaml and exit")
     p.add_argument("--params", default="params.yaml")
-    p.set_defaults(handler=lambda a: load_params(a.params)
-                   and print(f"{a.params}: ok"))
+    p.set_defaults(handler=lambda a: load_params(a.params) and print(f"{a.params}: ok"))
     p = sub.add_parser("params", help="edit params.yaml")
     params_sub = p.add_subparsers(dest="action", required=True)
     q = params_sub.add_parser("apply", help="merge a profile of overrides (profiles/*.yaml) into params.yaml")
@@ -55,8 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = params_sub.add_parser("sets", help="print a profile as `dvc exp run -S` arguments")
     q.add_argument("profile")
     q.set_defaults(handler=_cmd_params_sets)
-    p = sub.add_parser("metrics-gate", help="compare metrics and params with a baseline revision (CI); "
-                                            "exit 1 when a gated metric regressed past params.yaml gate:")
+    p = sub.add_parser(
+        "metrics-gate",
+        help="compare metrics and params with a baseline revision (CI); "
+        "exit 1 when a gated metric regressed past params.yaml gate:",
+    )
     p.add_argument("--baseline", metavar="REV", help="git revision to compare with (default: gate.baseline)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", metavar="FILE", help="also write the Markdown report to FILE")

@@ -33,8 +33,10 @@ def read_champions(path: Path) -> tuple[dict[str, str], dict[str, int]]:
     """``models/champions.json`` -> (task -> registered name, task -> version); a FacelabError if unusable."""
     try:
         entries = json.loads(Path(path).read_text())
-        return ({task: str(entries[task]["name"]) for task in artifacts.TASKS},
-                {task: int(entries[task]["version"]) for task in artifacts.TASKS})
+        return (
+            {task: str(entries[task]["name"]) for task in artifacts.TASKS},
+            {task: int(entries[task]["version"]) for task in artifacts.TASKS},
+        )
     except FileNotFoundError:
         raise FacelabError(f"{path}: not found (run evaluate first: dvc repro evaluate)") from None
     except (ValueError, KeyError, TypeError) as exc:
@@ -45,19 +47,26 @@ def run(params: dict) -> list[dict]:
     cfg, names = params[STAGE], params["tracking"]
     files = artifacts.stage_files(STAGE)
     reports = REPORTS_DIR / STAGE
-    with tracking.stage_run(STAGE, {"combine": cfg}, names["experiment"]), \
-            tempfile.TemporaryDirectory(prefix="facelab-champions-") as tmp:
+    with (
+        tracking.stage_run(STAGE, {"combine": cfg}, names["experiment"]),
+        tempfile.TemporaryDirectory(prefix="facelab-champions-") as tmp,
+    ):
         model_names, versions = read_champions(files["champions"])
         champions = fetch_versions(model_names, versions, Path(tmp), source=str(files["champions"]))
         analyzer = FaceAnalyzer.from_champions(champions)
-        faces = artifacts.load_split(files["keypoints_test"])["images"][:cfg["faces"]]
+        faces = artifacts.load_split(files["keypoints_test"])["images"][: cfg["faces"]]
         records = analyzer.analyse(faces)
         for index, record in enumerate(records):
             record["face"] = index
         points = np.array([[c for name in KEYPOINT_NAMES for c in r["keypoints"][name]] for r in records])
-        viz.face_grid(reports / "faces.png", faces, predicted=points, columns=cfg["columns"],
-                      titles=[f"{r['emotion']} {r['probability']:.2f}" for r in records],
-                      suptitle="champion models: predicted keypoints and emotion")
+        viz.face_grid(
+            reports / "faces.png",
+            faces,
+            predicted=points,
+            columns=cfg["columns"],
+            titles=[f"{r['emotion']} {r['probability']:.2f}" for r in records],
+            suptitle="champion models: predicted keypoints and emotion",
+        )
         write_json(reports / "predictions.json", {"champion_versions": champions.versions, "faces": records})
         tracking.log_params({"champion_version": champions.versions})
         tracking.log_artifacts(reports / "faces.png", reports / "predictions.json", folder=STAGE)

@@ -53,7 +53,7 @@ def workspace_root() -> Path:
     parts = root.parts
     # A temporary experiment copy lives in <repo>/.dvc/tmp/exps/<tmpdir>.
     for i in range(len(parts) - 3):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return root
 
@@ -72,11 +72,25 @@ def user_path(path: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------------------------------------
 # params.yaml: the schema every run is checked against before any work starts.
 
-def _is_bool(v): return isinstance(v, bool)
-def _is_int(v): return isinstance(v, int) and not isinstance(v, bool)
-def _is_num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
-def _is_str(v): return isinstance(v, str) and v != ""
-def _is_opt_str(v): return v is None or _is_str(v)
+
+def _is_bool(v):
+    return isinstance(v, bool)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str(v):
+    return isinstance(v, str) and v != ""
+
+
+def _is_opt_str(v):
+    return v is None or _is_str(v)
 
 
 def _int(lo: int, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
@@ -96,8 +110,10 @@ def _choice(*options: str) -> tuple[Callable[[Any], bool], str]:
 BOOL = (_is_bool, "true or false")
 OPT_PATH = (_is_opt_str, "a path or null")
 STR = (_is_str, "a non-empty string")
-CLASSES = (lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_str(c) for c in v) and len(set(v)) == len(v),
-           "a list of at least 2 distinct class names")
+CLASSES = (
+    lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_str(c) for c in v) and len(set(v)) == len(v),
+    "a list of at least 2 distinct class names",
+)
 FRACTION = _num(0.0, 0.9, lo_open=True)
 PRECISION = _choice("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STEM = _choice("imagenet", "stride2", "small")

@@ -26,11 +26,12 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-CPU_DEVICES_ENV = "FACELAB_CPU_DEVICES"   # e.g. 2: a MirroredStrategy over two logical CPU devices
+CPU_DEVICES_ENV = "FACELAB_CPU_DEVICES"  # e.g. 2: a MirroredStrategy over two logical CPU devices
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 # --- precision ------------------------------------------------------------------------------
+
 
 def cpu_has_bf16() -> bool:
     """True when the CPU has native bfloat16 matrix instructions (AVX512_BF16 or AMX)."""
@@ -57,6 +58,7 @@ def set_precision(precision: str) -> str:
 
 
 # --- strategy -------------------------------------------------------------------------------
+
 
 def cluster_config() -> dict | None:
     """TF_CONFIG as a dict when it names a cluster, else None."""
@@ -115,13 +117,14 @@ def describe(strategy: tf.distribute.Strategy) -> dict:
     """What a run logs about its devices: strategy name (as tf.distribute exports it) and replicas."""
     name = type(strategy).__name__
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        name = "MultiWorkerMirroredStrategy"   # its class is named CollectiveAllReduceStrategy
+        name = "MultiWorkerMirroredStrategy"  # its class is named CollectiveAllReduceStrategy
     elif not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
         name = "default"
     return {"strategy": name, "replicas": int(strategy.num_replicas_in_sync)}
 
 
 # --- batch, learning rate, data -------------------------------------------------------------
+
 
 def global_batch_size(per_replica: int, strategy: tf.distribute.Strategy) -> int:
     """Faces per training step: params' ``batch_size`` on each replica."""
@@ -155,6 +158,7 @@ def shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) ->
 
 
 # --- where a worker writes ------------------------------------------------------------------
+
 
 def worker_folder(folder: Path, chief: bool) -> Path:
     """The chief keeps its resumable state in ``folder``; any other worker in a temporary folder of its own,

@@ -34,8 +34,12 @@ from facelab.metrics import (
 
 STAGE = "evaluate"
 # metric -> higher is better?
-METRIC_DIRECTIONS = {"keypoints.rmse_px": False, "emotion.f1_weighted": True, "emotion.accuracy": True,
-                     "emotion.f1_macro": True}
+METRIC_DIRECTIONS = {
+    "keypoints.rmse_px": False,
+    "emotion.f1_weighted": True,
+    "emotion.accuracy": True,
+    "emotion.f1_macro": True,
+}
 
 
 def test_set_tags(task: str, test: dict[str, np.ndarray], model) -> dict[str, str]:
@@ -43,16 +47,19 @@ def test_set_tags(task: str, test: dict[str, np.ndarray], model) -> dict[str, st
     targets = test["keypoints"] if task == "keypoints" else test["labels"]
     labels = ",".join(KEYPOINT_NAMES) if task == "keypoints" else ",".join(str(c) for c in test["classes"])
     size = inference.input_size(model)
-    return tracking.task_tags(artifacts.arrays_digest(test["images"], targets)[:tracking.FINGERPRINT_CHARS],
-                              labels, f"{size}x{size}")
+    return tracking.task_tags(
+        artifacts.arrays_digest(test["images"], targets)[: tracking.FINGERPRINT_CHARS], labels, f"{size}x{size}"
+    )
 
 
 def evaluate_keypoints(model, test: dict, train: dict) -> tuple[dict, np.ndarray]:
     pred = inference.predict(model, test["images"])
-    result = {"rmse_px": keypoint_rmse(test["keypoints"], pred),
-              "baseline_mean_rmse_px": mean_keypoints_baseline(train["keypoints"], test["keypoints"]),
-              "test_faces": int(len(test["images"])),
-              "per_keypoint_rmse_px": keypoint_rmse_per_point(test["keypoints"], pred)}
+    result = {
+        "rmse_px": keypoint_rmse(test["keypoints"], pred),
+        "baseline_mean_rmse_px": mean_keypoints_baseline(train["keypoints"], test["keypoints"]),
+        "test_faces": int(len(test["images"])),
+        "per_keypoint_rmse_px": keypoint_rmse_per_point(test["keypoints"], pred),
+    }
     return result, pred
 
 
@@ -61,10 +68,15 @@ def evaluate_emotion(model, test: dict, train: dict) -> tuple[dict, np.ndarray, 
     pred = inference.predict(model, test["images"]).argmax(axis=1)
     scores = emotion_scores(test["labels"], pred, classes)
     baseline = majority_baseline(train["labels"], test["labels"], len(classes))
-    result = {"f1_weighted": scores["f1_weighted"], "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"],
-              "baseline_majority_f1_weighted": baseline["f1_weighted"],
-              "baseline_majority_accuracy": baseline["accuracy"],
-              "test_faces": int(len(test["labels"])), "per_class": scores["per_class"]}
+    result = {
+        "f1_weighted": scores["f1_weighted"],
+        "accuracy": scores["accuracy"],
+        "f1_macro": scores["f1_macro"],
+        "baseline_majority_f1_weighted": baseline["f1_weighted"],
+        "baseline_majority_accuracy": baseline["accuracy"],
+        "test_faces": int(len(test["labels"])),
+        "per_class": scores["per_class"],
+    }
     return result, pred, scores["confusion"]
 
 
@@ -73,8 +85,10 @@ def registered_version(name: str, model_path) -> int:
     md5 = artifacts.file_md5(model_path)
     found = tracking.version_by_model_md5(name, md5)
     if found is None:
-        raise FacelabError(f"{model_path} (md5 {md5}) is not a registered version of {name} in "
-                           f"{tracking.tracking_uri()}: retrain it there (dvc repro -f -s train_<task>)")
+        raise FacelabError(
+            f"{model_path} (md5 {md5}) is not a registered version of {name} in "
+            f"{tracking.tracking_uri()}: retrain it there (dvc repro -f -s train_<task>)"
+        )
     return int(found.version)
 
 
@@ -88,49 +102,74 @@ def run(params: dict) -> dict:
         em_model = inference.load_model(files["emotion_model"])
         kp_test, em_test = artifacts.load_split(files["keypoints_test"]), artifacts.load_split(files["emotion_test"])
         kp_result, kp_pred = evaluate_keypoints(kp_model, kp_test, artifacts.load_split(files["keypoints_train"]))
-        em_result, em_pred, confusion = evaluate_emotion(em_model, em_test,
-                                                         artifacts.load_split(files["emotion_train"]))
+        em_result, em_pred, confusion = evaluate_emotion(
+            em_model, em_test, artifacts.load_split(files["emotion_train"])
+        )
         classes = [str(c) for c in em_test["classes"]]
-        metrics = {"keypoints": kp_result, "emotion": em_result,
-                   "precision": {"keypoints": inference.precision(kp_model), "emotion": inference.precision(em_model)}}
+        metrics = {
+            "keypoints": kp_result,
+            "emotion": em_result,
+            "precision": {"keypoints": inference.precision(kp_model), "emotion": inference.precision(em_model)},
+        }
         write_json(METRICS_DIR / "evaluate.json", metrics)
 
         frame = pd.DataFrame({"actual": np.array(classes)[em_test["labels"]], "predicted": np.array(classes)[em_pred]})
         with atomic_path(PLOTS_DIR / "emotion_predictions.csv", suffix=".csv") as tmp:
             frame.to_csv(tmp, index=False)
-        viz.confusion_png(reports / "confusion.png", confusion, classes,
-                          f"emotion on the test set: weighted F1 {em_result['f1_weighted']:.3f}, "
-                          f"accuracy {em_result['accuracy']:.3f}")
+        viz.confusion_png(
+            reports / "confusion.png",
+            confusion,
+            classes,
+            f"emotion on the test set: weighted F1 {em_result['f1_weighted']:.3f}, "
+            f"accuracy {em_result['accuracy']:.3f}",
+        )
         write_json(reports / "confusion.json", {"classes": classes, "matrix": confusion})
         shown = min(16, len(kp_test["images"]))
-        viz.face_grid(reports / "keypoints_test.png", kp_test["images"][:shown], keypoints=kp_test["keypoints"][:shown],
-                      predicted=kp_pred[:shown], columns=4,
-                      suptitle=f"test faces: true (green) vs predicted (red), RMSE {kp_result['rmse_px']:.2f} px")
+        viz.face_grid(
+            reports / "keypoints_test.png",
+            kp_test["images"][:shown],
+            keypoints=kp_test["keypoints"][:shown],
+            predicted=kp_pred[:shown],
+            columns=4,
+            suptitle=f"test faces: true (green) vs predicted (red), RMSE {kp_result['rmse_px']:.2f} px",
+        )
 
-        tracking.log_metrics({"keypoints": dict(kp_result),
-                              "emotion": {k: v for k, v in em_result.items() if k != "per_class"}})
+        tracking.log_metrics(
+            {"keypoints": dict(kp_result), "emotion": {k: v for k, v in em_result.items() if k != "per_class"}}
+        )
         tracking.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder=STAGE)
 
         decisions, champions = [], {}
         queued = in_queued_experiment()
-        for task, model, test, metric in (("keypoints", kp_model, kp_test, cfg["champion_metric_keypoints"]),
-                                          ("emotion", em_model, em_test, cfg["champion_metric_emotion"])):
+        for task, model, test, metric in (
+            ("keypoints", kp_model, kp_test, cfg["champion_metric_keypoints"]),
+            ("emotion", em_model, em_test, cfg["champion_metric_emotion"]),
+        ):
             name = names[f"{task}_model"]
             task_tags = test_set_tags(task, test, model)
             targets = test["keypoints"] if task == "keypoints" else test["labels"]
-            tracking.log_dataset(f"{task}_test", test["images"], targets, "test", str(files[f"{task}_test"]),
-                                 task_tags[tracking.TEST_SET_TAG])
+            tracking.log_dataset(
+                f"{task}_test",
+                test["images"],
+                targets,
+                "test",
+                str(files[f"{task}_test"]),
+                task_tags[tracking.TEST_SET_TAG],
+            )
             version = registered_version(name, files[f"{task}_model"])
-            decision = tracking.promote(name, version, metric, _lookup(metrics, metric), METRIC_DIRECTIONS[metric],
-                                        task_tags, queued=queued)
+            decision = tracking.promote(
+                name, version, metric, _lookup(metrics, metric), METRIC_DIRECTIONS[metric], task_tags, queued=queued
+            )
             decisions.append(decision)
             champions[task] = {"name": name, "version": decision["champion"]}
         write_json(reports / "champion.json", decisions)
         write_json(artifacts.CHAMPIONS_FILE, champions)
         for decision in decisions:
             verb = "is now" if decision["promoted"] else "stays out of"
-            print(f"[evaluate] {decision['model']} v{decision['version']} {verb} champion "
-                  f"({decision['rule']}): {decision['reason']}")
+            print(
+                f"[evaluate] {decision['model']} v{decision['version']} {verb} champion "
+                f"({decision['rule']}): {decision['reason']}"
+            )
     return metrics
 
 

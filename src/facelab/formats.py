@@ -41,9 +41,9 @@ KEYPOINT_IMAGE_COLUMN = "Image"
 
 def _mirror_name(name: str) -> str:
     if name.startswith("left_"):
-        return "right_" + name[len("left_"):]
+        return "right_" + name[len("left_") :]
     if name.startswith("right_"):
-        return "left_" + name[len("right_"):]
+        return "left_" + name[len("right_") :]
     if name == "mouth_left_corner":
         return "mouth_right_corner"
     if name == "mouth_right_corner":
@@ -61,12 +61,19 @@ FER_USAGE_TRAIN, FER_USAGE_VAL, FER_USAGE_TEST = "Training", "PublicTest", "Priv
 
 # Every name a user may give a class (in params.yaml or as an image-folder name) -> FER label id.
 EMOTION_ALIASES: dict[str, int] = {
-    "angry": 0, "anger": 0,
-    "disgust": 1, "disgusted": 1,
-    "fear": 2, "fearful": 2, "scared": 2,
-    "happy": 3, "happiness": 3,
-    "sad": 4, "sadness": 4,
-    "surprise": 5, "surprised": 5,
+    "angry": 0,
+    "anger": 0,
+    "disgust": 1,
+    "disgusted": 1,
+    "fear": 2,
+    "fearful": 2,
+    "scared": 2,
+    "happy": 3,
+    "happiness": 3,
+    "sad": 4,
+    "sadness": 4,
+    "surprise": 5,
+    "surprised": 5,
     "neutral": 6,
 }
 

@@ -46,17 +46,17 @@ from facelab.atomic import write_text
 from facelab.config import PARAMS_FILE, SCHEMA, _validate, repo_root
 from facelab.errors import FacelabError
 
-METRICS_FILE = "metrics/evaluate.json"   # relative to the repository root, as dvc.yaml names it
-TRAIN_METRICS_FILE = "metrics/train_{task}.json"   # older baselines: the precision a task trained in
-GATE_SECTION = "gate"                    # params.yaml section with the baseline and tolerances
-LOWER, HIGHER = "lower", "higher"        # which way is better
+METRICS_FILE = "metrics/evaluate.json"  # relative to the repository root, as dvc.yaml names it
+TRAIN_METRICS_FILE = "metrics/train_{task}.json"  # older baselines: the precision a task trained in
+GATE_SECTION = "gate"  # params.yaml section with the baseline and tolerances
+LOWER, HIGHER = "lower", "higher"  # which way is better
 RELATIVE, ABSOLUTE = "relative", "absolute"
 
 
 class Rule(NamedTuple):
-    better: str      # LOWER or HIGHER
-    tolerance: str   # key in params.yaml gate:
-    kind: str        # RELATIVE: a fraction of the baseline value; ABSOLUTE: in the metric's units
+    better: str  # LOWER or HIGHER
+    tolerance: str  # key in params.yaml gate:
+    kind: str  # RELATIVE: a fraction of the baseline value; ABSOLUTE: in the metric's units
 
 
 # Gated metrics of METRICS_FILE: one line each.
@@ -67,8 +67,8 @@ RULES: dict[str, Rule] = {
 }
 
 EXIT_PASSED, EXIT_REGRESSED, EXIT_NO_BASELINE_STRICT = 0, 1, 2
-PRECISION = 5          # digits after the decimal point, as `dvc metrics diff --md` rounds
-EPSILON = 1e-9         # float noise forgiven at exactly the tolerance (0.8 - 0.79 > 0.01 in floats)
+PRECISION = 5  # digits after the decimal point, as `dvc metrics diff --md` rounds
+EPSILON = 1e-9  # float noise forgiven at exactly the tolerance (0.8 - 0.79 > 0.01 in floats)
 DVC_TIMEOUT_S = 600
 
 
@@ -77,13 +77,14 @@ class Check(NamedTuple):
     rule: Rule
     old: float | None
     new: float
-    limit: float | None       # how much worse it may get, in the metric's units
+    limit: float | None  # how much worse it may get, in the metric's units
     regressed: bool
-    incomparable: str | None = None   # why old and new cannot be compared (e.g. different precisions)
+    incomparable: str | None = None  # why old and new cannot be compared (e.g. different precisions)
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: tolerances, the workspace metrics file, and DVC's diffs.
+
 
 def load_gate_settings(params_file: str | os.PathLike = PARAMS_FILE) -> dict:
     """The validated ``gate:`` section of ``params_file`` (the rest of the file is not needed here)."""
@@ -113,8 +114,9 @@ def read_workspace_metrics(root: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FacelabError(f"{_shown(path)}: workspace metrics file not found (run the pipeline first: "
-                           "dvc repro)") from None
+        raise FacelabError(
+            f"{_shown(path)}: workspace metrics file not found (run the pipeline first: dvc repro)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FacelabError(f"{_shown(path)}: workspace metrics file is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -133,8 +135,9 @@ def _read_json(path: Path) -> dict | None:
 def revision_exists(rev: str, root: Path) -> bool:
     """Whether git knows ``rev`` as a commit (DVC would exit 255 on it otherwise)."""
     try:
-        done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root, capture_output=True, text=True
+        )
     except FileNotFoundError:
         raise FacelabError("git not found: the metrics gate compares with a git revision") from None
     return done.returncode == 0
@@ -149,17 +152,20 @@ def dvc_diff(what: str, rev: str, root: Path) -> dict[str, dict[str, dict]]:
         raise FacelabError(f"dvc {what} diff {rev}: no answer after {DVC_TIMEOUT_S} s") from None
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-        raise FacelabError(f"dvc {what} diff {rev} failed (exit {done.returncode}): "
-                           f"{lines[-1] if lines else 'no message'}")
+        raise FacelabError(
+            f"dvc {what} diff {rev} failed (exit {done.returncode}): {lines[-1] if lines else 'no message'}"
+        )
     try:
         return json.loads(done.stdout) if done.stdout.strip() else {}
     except json.JSONDecodeError:
-        raise FacelabError(f"dvc {what} diff {rev} --json printed something other than JSON: "
-                           f"{done.stdout.strip()[:200]!r}") from None
+        raise FacelabError(
+            f"dvc {what} diff {rev} --json printed something other than JSON: {done.stdout.strip()[:200]!r}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
 # The verdicts.
+
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -190,8 +196,9 @@ def read_at(rev: str, path: str, root: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def check_metrics(file_diff: dict[str, dict], tolerances: dict,
-                  precision: dict[str, tuple[str | None, str | None]] | None = None) -> list[Check]:
+def check_metrics(
+    file_diff: dict[str, dict], tolerances: dict, precision: dict[str, tuple[str | None, str | None]] | None = None
+) -> list[Check]:
     """One Check per gated metric, from the METRICS_FILE part of ``dvc metrics diff --all``.
 
     ``precision``: task -> (baseline's, workspace's) precision; where both are known and differ,
@@ -202,15 +209,15 @@ def check_metrics(file_diff: dict[str, dict], tolerances: dict,
         entry = file_diff.get(metric, {})
         old, new = entry.get("old"), entry.get("new")
         if not _number(new):
-            raise FacelabError(f"{METRICS_FILE}: gated metric {metric} is missing or not a number "
-                               f"in the workspace (found {new!r})")
+            raise FacelabError(
+                f"{METRICS_FILE}: gated metric {metric} is missing or not a number in the workspace (found {new!r})"
+            )
         if not _number(old):
             checks.append(Check(metric, rule, None, new, None, False))
             continue
         old_precision, new_precision = (precision or {}).get(metric.split(".")[0], (None, None))
         if old_precision and new_precision and old_precision != new_precision:
-            checks.append(Check(metric, rule, old, new, None, False,
-                                f"precision {old_precision} vs {new_precision}"))
+            checks.append(Check(metric, rule, old, new, None, False, f"precision {old_precision} vs {new_precision}"))
             continue
         tolerance = tolerances[rule.tolerance]
         limit = tolerance * abs(old) if rule.kind == RELATIVE else tolerance
@@ -221,6 +228,7 @@ def check_metrics(file_diff: dict[str, dict], tolerances: dict,
 
 # ---------------------------------------------------------------------------------------------
 # Markdown.
+
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -269,8 +277,11 @@ def _verdict(check: Check) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def render(rev: str, checks: list[Check], tolerances: dict, metrics: dict, params: dict) -> str:
@@ -278,41 +289,68 @@ def render(rev: str, checks: list[Check], tolerances: dict, metrics: dict, param
     failed = [c for c in checks if c.regressed]
     lines = [f"## facelab metrics gate: {'❌ failed' if failed else '✅ passed'} (workspace vs `{rev}`)", ""]
     for c in failed:
-        lines.append(f"- ❌ **{c.metric}** regressed: {_fmt(c.old)} → {_fmt(c.new)}, a change of "
-                     f"{_change(c.old, c.new)} where {_allowed(c, tolerances)} is allowed ({c.rule.better} is better)")
+        lines.append(
+            f"- ❌ **{c.metric}** regressed: {_fmt(c.old)} → {_fmt(c.new)}, a change of "
+            f"{_change(c.old, c.new)} where {_allowed(c, tolerances)} is allowed ({c.rule.better} is better)"
+        )
     for c in checks:
         if c.incomparable:
-            lines.append(f"- ➖ **{c.metric}** not compared: the metrics were made in another precision "
-                         f"({c.incomparable}); rerun one side with the other's `train_*.precision`")
+            lines.append(
+                f"- ➖ **{c.metric}** not compared: the metrics were made in another precision "
+                f"({c.incomparable}); rerun one side with the other's `train_*.precision`"
+            )
     if not failed:
         lines.append("No gated metric got worse than its tolerance (params.yaml `gate:`) allows.")
     lines += ["", "### Gate", ""]
-    lines += _table(["Metric", f"Baseline ({_fmt(rev)})", "Workspace", "Change", "Allowed", "Verdict"],
-                    [[f"{c.metric} ({c.rule.better} is better)", _fmt(c.old), _fmt(c.new), _change(c.old, c.new),
-                      _allowed(c, tolerances), _verdict(c)] for c in checks])
+    lines += _table(
+        ["Metric", f"Baseline ({_fmt(rev)})", "Workspace", "Change", "Allowed", "Verdict"],
+        [
+            [
+                f"{c.metric} ({c.rule.better} is better)",
+                _fmt(c.old),
+                _fmt(c.new),
+                _change(c.old, c.new),
+                _allowed(c, tolerances),
+                _verdict(c),
+            ]
+            for c in checks
+        ],
+    )
 
     lines += ["", f"### Metrics (`dvc metrics diff {rev}`)", ""]
-    rows = [[_fmt(path), _fmt(name), _fmt(e.get("old")), _fmt(e.get("new")), _fmt(e.get("diff"))]
-            for path, entries in sorted(metrics.items()) for name, e in sorted(entries.items())
-            if e.get("old") != e.get("new")]
+    rows = [
+        [_fmt(path), _fmt(name), _fmt(e.get("old")), _fmt(e.get("new")), _fmt(e.get("diff"))]
+        for path, entries in sorted(metrics.items())
+        for name, e in sorted(entries.items())
+        if e.get("old") != e.get("new")
+    ]
     lines += _table(["Path", "Metric", _fmt(rev), "workspace", "Change"], rows) if rows else ["No metric changed."]
 
     lines += ["", f"### Params (`dvc params diff {rev}`)", ""]
-    rows = [[_fmt(path), _fmt(name), _fmt(e.get("old")), _fmt(e.get("new"))]
-            for path, entries in sorted(params.items()) for name, e in sorted(entries.items())]
+    rows = [
+        [_fmt(path), _fmt(name), _fmt(e.get("old")), _fmt(e.get("new"))]
+        for path, entries in sorted(params.items())
+        for name, e in sorted(entries.items())
+    ]
     lines += _table(["Path", "Param", _fmt(rev), "workspace"], rows) if rows else ["No parameter changed."]
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
 
-def run(baseline: str | None = None, params_file: str | os.PathLike = PARAMS_FILE,
-        out: str | os.PathLike | None = None, strict: bool = False, root: Path | None = None) -> int:
+
+def run(
+    baseline: str | None = None,
+    params_file: str | os.PathLike = PARAMS_FILE,
+    out: str | os.PathLike | None = None,
+    strict: bool = False,
+    root: Path | None = None,
+) -> int:
     """Print (and with ``out`` write) the report; return the exit status (see the module docstring)."""
     tolerances = load_gate_settings(params_file)
     rev = baseline or tolerances["baseline"]
     root = Path(root) if root is not None else repo_root()
-    workspace = read_workspace_metrics(root)   # DVC only warns about a missing or broken one
+    workspace = read_workspace_metrics(root)  # DVC only warns about a missing or broken one
 
     reason = None
     if not revision_exists(rev, root):
@@ -322,11 +360,13 @@ def run(baseline: str | None = None, params_file: str | os.PathLike = PARAMS_FIL
         file_diff = metrics.get(METRICS_FILE) or metrics.get(str(Path(METRICS_FILE)))
         if file_diff is None:
             raise FacelabError(f"{METRICS_FILE}: DVC does not report it: is it declared as a metric in dvc.yaml?")
-        old_precision = precisions(read_at(rev, METRICS_FILE, root),
-                                   lambda task: read_at(rev, TRAIN_METRICS_FILE.format(task=task), root))
+        old_precision = precisions(
+            read_at(rev, METRICS_FILE, root), lambda task: read_at(rev, TRAIN_METRICS_FILE.format(task=task), root)
+        )
         new_precision = precisions(workspace, lambda task: _read_json(root / TRAIN_METRICS_FILE.format(task=task)))
-        checks = check_metrics(file_diff, tolerances,
-                               {task: (old_precision[task], new_precision[task]) for task in old_precision})
+        checks = check_metrics(
+            file_diff, tolerances, {task: (old_precision[task], new_precision[task]) for task in old_precision}
+        )
         if all(c.old is None for c in checks):
             reason = f"{METRICS_FILE} has none of the gated metrics there"
 

@@ -34,8 +34,10 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = BATCH_SIZE
     if images.ndim == 3:
         images = images[..., None]
     infer = _compiled(model)
-    outputs = [np.asarray(infer(tf.constant(images[i:i + batch_size], tf.float32)), np.float32)
-               for i in range(0, len(images), batch_size)]
+    outputs = [
+        np.asarray(infer(tf.constant(images[i : i + batch_size], tf.float32)), np.float32)
+        for i in range(0, len(images), batch_size)
+    ]
     if not outputs:
         return np.zeros((0, *model.output_shape[1:]), np.float32)
     return np.concatenate(outputs)

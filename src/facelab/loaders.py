@@ -71,39 +71,44 @@ KEYPOINT_MARGIN = 1.0
 # Image folders: the suffixes read (case-insensitive), and split folder name -> Usage value.
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 SPLIT_FOLDERS: dict[str, str] = {
-    "train": FER_USAGE_TRAIN, "training": FER_USAGE_TRAIN,
-    "val": FER_USAGE_VAL, "valid": FER_USAGE_VAL, "validation": FER_USAGE_VAL,
-    "test": FER_USAGE_TEST, "testing": FER_USAGE_TEST,
+    "train": FER_USAGE_TRAIN,
+    "training": FER_USAGE_TRAIN,
+    "val": FER_USAGE_VAL,
+    "valid": FER_USAGE_VAL,
+    "validation": FER_USAGE_VAL,
+    "test": FER_USAGE_TEST,
+    "testing": FER_USAGE_TEST,
 }
 SPLIT_ORDER: tuple[str, ...] = FER_USAGES
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
-READ_BYTES = 1 << 20        # compressed bytes fed to zlib at a time
-BLOCK_BYTES = 4 << 20       # text handed to the parser at a time (its work buffers stay in cache)
-QUEUE_BLOCKS = 4            # blocks the reader thread may run ahead of the parser
-PARSE_THREADS = min(2, os.cpu_count() or 1)   # pixel-parsing threads for plain (not gzip) files
-PARALLEL_MIN_BYTES = 256 << 10                # fields shorter than this in all are parsed on one thread
+READ_BYTES = 1 << 20  # compressed bytes fed to zlib at a time
+BLOCK_BYTES = 4 << 20  # text handed to the parser at a time (its work buffers stay in cache)
+QUEUE_BLOCKS = 4  # blocks the reader thread may run ahead of the parser
+PARSE_THREADS = min(2, os.cpu_count() or 1)  # pixel-parsing threads for plain (not gzip) files
+PARALLEL_MIN_BYTES = 256 << 10  # fields shorter than this in all are parsed on one thread
 
 MAX_PIXEL = 255
-_DIGIT_PAD = 4              # never-digit bytes kept before each scratch buffer
-_SPACE = (ord(" ") - ord("0")) & 0xFF   # a space after "subtract '0'" in uint8 arithmetic
+_DIGIT_PAD = 4  # never-digit bytes kept before each scratch buffer
+_SPACE = (ord(" ") - ord("0")) & 0xFF  # a space after "subtract '0'" in uint8 arithmetic
 _SIGNED_INT = re.compile(rb"[+-]?[0-9]+")
-_SHOWN_CHARS = 20           # how much of a bad value an error message quotes
+_SHOWN_CHARS = 20  # how much of a bad value an error message quotes
 
 
 # --- public API ---------------------------------------------------------------------------------
 
+
 @dataclass
 class KeypointData:
-    images: np.ndarray      # uint8 (N, 96, 96)
-    keypoints: np.ndarray   # float32 (N, 30), Kaggle column order, NaN where missing
+    images: np.ndarray  # uint8 (N, 96, 96)
+    keypoints: np.ndarray  # float32 (N, 30), Kaggle column order, NaN where missing
 
 
 @dataclass
 class EmotionData:
-    images: np.ndarray      # uint8 (N, H, W)
-    labels: np.ndarray      # int64 FER label ids 0..6
+    images: np.ndarray  # uint8 (N, H, W)
+    labels: np.ndarray  # int64 FER label ids 0..6
     usage: np.ndarray | None  # object array of 'Training'/'PublicTest'/'PrivateTest', or None
 
 
@@ -128,8 +133,12 @@ def read_keypoints_csv(path) -> KeypointData:
         name, row = KEYPOINT_COLUMNS[k], int(table.rows[i])
         if non_numeric[i, k]:
             raise located(path, f"{name} is not a number: {_shown(raw[i, k])}", row)
-        raise located(path, f"{name} = {coords[i, k]:g} is outside the {size}x{size} image "
-                            f"(allowed {-KEYPOINT_MARGIN:g} to {size + KEYPOINT_MARGIN:g})", row)
+        raise located(
+            path,
+            f"{name} = {coords[i, k]:g} is outside the {size}x{size} image "
+            f"(allowed {-KEYPOINT_MARGIN:g} to {size + KEYPOINT_MARGIN:g})",
+            row,
+        )
     return KeypointData(table.pixels.reshape(-1, size, size), coords.astype(np.float32))
 
 
@@ -177,7 +186,7 @@ def read_fer_folder(path, image_size: int = EMOTION_IMAGE_SIZE) -> EmotionData:
         images[i] = _read_image(jobs[i][0], image_size)
 
     with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
-        list(pool.map(load, range(len(jobs))))   # list() re-raises the first error
+        list(pool.map(load, range(len(jobs))))  # list() re-raises the first error
     labels = np.array([label for _, label, _ in jobs], np.int64)
     usage = np.array([u for _, _, u in jobs], object) if split_names else None
     return EmotionData(images, labels, usage)
@@ -202,8 +211,14 @@ def parse_pixel_strings(strings, expected: int, path, first_row: int = 1) -> np.
 
     Errors name ``path`` and the row, counting the first string as ``first_row``.
     """
-    encoded = [s.encode("utf-8", "replace") if isinstance(s, str) else
-               bytes(s) if isinstance(s, (bytes, bytearray, memoryview)) else b"" for s in strings]
+    encoded = [
+        s.encode("utf-8", "replace")
+        if isinstance(s, str)
+        else bytes(s)
+        if isinstance(s, (bytes, bytearray, memoryview))
+        else b""
+        for s in strings
+    ]
     if not encoded:
         return np.empty((0, expected), np.uint8)
     lengths = np.fromiter((len(s) for s in encoded), np.int64, len(encoded))
@@ -217,6 +232,7 @@ def parse_pixel_strings(strings, expected: int, path, first_row: int = 1) -> np.
 
 
 # --- reading the bytes --------------------------------------------------------------------------
+
 
 def _existing_file(path) -> Path:
     path = Path(path)
@@ -232,7 +248,7 @@ def _is_gzip(path: Path) -> bool:
         with open(path, "rb") as fh:
             return fh.read(2) == GZIP_MAGIC
     except OSError:
-        return False   # _file_chunks reports it
+        return False  # _file_chunks reports it
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
@@ -264,7 +280,7 @@ def _gunzip(path: Path, fh) -> Iterator[bytes]:
             pending = inflater.unconsumed_tail
             if out:
                 yield out
-            if inflater.eof:                              # end of a member: another, padding or the end
+            if inflater.eof:  # end of a member: another, padding or the end
                 pending = inflater.unused_data + pending
                 while len(pending) < len(GZIP_MAGIC) and (more := fh.read(READ_BYTES)):
                     pending += more
@@ -339,7 +355,7 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]]:
             continue
         lo = 0
         if carry:
-            joined = b"".join([*carry, chunk[:first + 1]])
+            joined = b"".join([*carry, chunk[: first + 1]])
             yield joined, 0, len(joined)
             lo = first + 1
         last = chunk.rfind(b"\n") + 1
@@ -353,11 +369,12 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]]:
 
 # --- the table reader ---------------------------------------------------------------------------
 
+
 @dataclass
 class _Table:
-    pixels: np.ndarray       # uint8 (N, expected)
-    others: pd.DataFrame     # every other column, as read (object dtype), N rows
-    rows: np.ndarray         # int64 (N,) 1-based data row numbers for messages
+    pixels: np.ndarray  # uint8 (N, expected)
+    others: pd.DataFrame  # every other column, as read (object dtype), N rows
+    rows: np.ndarray  # int64 (N,) 1-based data row numbers for messages
     count: int
 
 
@@ -407,8 +424,14 @@ def _check_columns(path: Path, names: list[str], pixel_column: str, required: Se
             raise located(path, f"missing column '{name}' (columns found: {shown})")
 
 
-def _scan_table(path: Path, blocks: Iterator[tuple[bytes, int, int]], pixel_column: str, expected: int,
-                required: Sequence[str], parser: _Parser) -> _Table:
+def _scan_table(
+    path: Path,
+    blocks: Iterator[tuple[bytes, int, int]],
+    pixel_column: str,
+    expected: int,
+    required: Sequence[str],
+    parser: _Parser,
+) -> _Table:
     names, rest = _header(path, blocks)
     _check_columns(path, names, pixel_column, required)
     ncols = len(names)
@@ -435,7 +458,7 @@ def _scan_table(path: Path, blocks: Iterator[tuple[bytes, int, int]], pixel_colu
         line_ends -= (line_ends > line_starts) & (buf[np.maximum(line_ends - 1, 0)] == ord("\r"))
         rows = np.arange(next_row, next_row + len(line_ends), dtype=np.int64)
         next_row += len(line_ends)
-        keep = line_ends > line_starts                  # blank lines are skipped (but counted)
+        keep = line_ends > line_starts  # blank lines are skipped (but counted)
         if not keep.all():
             line_starts, line_ends, rows = line_starts[keep], line_ends[keep], rows[keep]
         if not len(rows):
@@ -446,7 +469,7 @@ def _scan_table(path: Path, blocks: Iterator[tuple[bytes, int, int]], pixel_colu
         n_commas = np.searchsorted(commas, line_ends) - first_comma
         wrong = np.flatnonzero(n_commas != ncols - 1)
         wrong_row = None
-        if len(wrong):                                  # parse the rows before it: they may fail first
+        if len(wrong):  # parse the rows before it: they may fail first
             w = int(wrong[0])
             wrong_row, wrong_fields = int(rows[w]), int(n_commas[w]) + 1
             line_starts, line_ends, rows, first_comma = (a[:w] for a in (line_starts, line_ends, rows, first_comma))
@@ -460,9 +483,9 @@ def _scan_table(path: Path, blocks: Iterator[tuple[bytes, int, int]], pixel_colu
         if ncols > 1:
             ls, ps, pe, le = (a.tolist() for a in (line_starts, starts, ends, line_ends))
             if j == 0:
-                other_lines += [data[e + 1:f] for e, f in zip(pe, le)]
+                other_lines += [data[e + 1 : f] for e, f in zip(pe, le)]
             else:
-                other_lines += [data[a:b - 1] + data[c:d] for a, b, c, d in zip(ls, ps, pe, le)]
+                other_lines += [data[a : b - 1] + data[c:d] for a, b, c, d in zip(ls, ps, pe, le)]
     if not row_parts:
         raise located(path, "has a header but no data rows")
     pixels = pixel_parts[0] if len(pixel_parts) == 1 else np.concatenate(pixel_parts)
@@ -476,13 +499,17 @@ def _read_others(path: Path, names: list[str], lines: list[bytes], count: int) -
     if not names:
         return pd.DataFrame(index=range(count))
     text = b"\n".join(lines) + b"\n"
-    frame = pd.read_csv(io.BytesIO(text), header=None, names=range(len(names)), dtype=object,
-                        skip_blank_lines=False, engine="c")
+    frame = pd.read_csv(
+        io.BytesIO(text), header=None, names=range(len(names)), dtype=object, skip_blank_lines=False, engine="c"
+    )
     frame.columns = names
     frame = frame.loc[:, ~frame.columns.duplicated()]
     if len(frame) != count:  # a stray carriage return inside a line; never misalign labels and faces
-        raise located(path, f"found {len(frame)} rows of {', '.join(names)} for {count} rows of pixels "
-                            "(a stray carriage return inside a line?)")
+        raise located(
+            path,
+            f"found {len(frame)} rows of {', '.join(names)} for {count} rows of pixels "
+            "(a stray carriage return inside a line?)",
+        )
     return frame
 
 
@@ -493,7 +520,7 @@ def _read_quoted_table(path: Path, pixel_column: str, expected: int, required: S
     """
     text = b"".join(_file_chunks(path))
     if text.startswith(UTF8_BOM):
-        text = text[len(UTF8_BOM):]
+        text = text[len(UTF8_BOM) :]
     if not text.strip():
         raise located(path, "file is empty")
     try:
@@ -515,6 +542,7 @@ def _read_quoted_table(path: Path, pixel_column: str, expected: int, required: S
 
 # --- the pixel parser ---------------------------------------------------------------------------
 
+
 class _Scratch:
     """Work buffers reused from block to block (fresh memory costs more than the arithmetic)."""
 
@@ -526,11 +554,11 @@ class _Scratch:
             return
         size = max(n, BLOCK_BYTES + (BLOCK_BYTES >> 2))
         pad = _DIGIT_PAD
-        self.v = np.zeros(pad + size, np.uint8)       # byte - '0', digits kept, rest zeroed later
-        self.d = np.zeros(pad + size + 1, np.bool_)   # is-digit, with never-digit pads either side
-        self.e = np.empty(size, np.bool_)             # number ends here
-        self.a = np.empty(size, np.uint8)             # value of the last two digits
-        self.h = np.empty(size, np.uint8)             # hundreds digit, then the number
+        self.v = np.zeros(pad + size, np.uint8)  # byte - '0', digits kept, rest zeroed later
+        self.d = np.zeros(pad + size + 1, np.bool_)  # is-digit, with never-digit pads either side
+        self.e = np.empty(size, np.bool_)  # number ends here
+        self.a = np.empty(size, np.uint8)  # value of the last two digits
+        self.h = np.empty(size, np.uint8)  # hundreds digit, then the number
         self.t = np.empty(pad + size, np.uint8)
         self.size = size
 
@@ -549,8 +577,9 @@ class _Parser:
         if self.pool is not None:
             self.pool.shutdown()
 
-    def fields(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-               expected: int) -> tuple[np.ndarray, np.ndarray]:
+    def fields(
+        self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised parse of the fields ``buf[starts[i]:ends[i]]`` (in order, non-overlapping).
 
         Returns uint8 ``(N, expected)`` and the sorted indices of the fields it could not vouch for
@@ -567,21 +596,30 @@ class _Parser:
         return out, np.concatenate([first, other.result() + mid])
 
 
-def _parse_pixel_fields(text: bytes, starts: np.ndarray, ends: np.ndarray, expected: int, path,
-                        rows: np.ndarray, column: str, parser: _Parser) -> np.ndarray:
+def _parse_pixel_fields(
+    text: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    expected: int,
+    path,
+    rows: np.ndarray,
+    column: str,
+    parser: _Parser,
+) -> np.ndarray:
     """Parse ``text[starts[i]:ends[i]]`` for every i; raise naming the first bad row."""
     buf = np.frombuffer(text, np.uint8)
     pixels, bad = parser.fields(buf, starts, ends, expected)
     for i in bad.tolist():
-        result = _parse_one(text[starts[i]:ends[i]], expected)
+        result = _parse_one(text[starts[i] : ends[i]], expected)
         if isinstance(result, str):
             raise located(path, f"{column} {result}", int(rows[i]))
         pixels[i] = result
     return pixels
 
 
-def _parse_rows(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected: int, scratch: _Scratch,
-                out: np.ndarray) -> np.ndarray:
+def _parse_rows(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected: int, scratch: _Scratch, out: np.ndarray
+) -> np.ndarray:
     """Parse fields into ``out`` batch by batch; the indices of the fields to parse again, sorted."""
     n = len(starts)
     bad_rows: list[np.ndarray] = []
@@ -597,8 +635,9 @@ def _parse_rows(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected:
     return np.concatenate(bad_rows) if bad_rows else np.empty(0, np.int64)
 
 
-def _parse_batch(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected: int, sc: _Scratch,
-                 out: np.ndarray) -> np.ndarray:
+def _parse_batch(
+    buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected: int, sc: _Scratch, out: np.ndarray
+) -> np.ndarray:
     n = len(starts)
     lo, hi = int(starts[0]), int(ends[-1])
     size = hi - lo
@@ -607,13 +646,13 @@ def _parse_batch(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected
         return np.arange(n) if expected else np.empty(0, np.int64)
     sc.ensure(size)
     P = _DIGIT_PAD
-    V = sc.v[:P + size]
+    V = sc.v[: P + size]
     v = V[P:]
     np.subtract(buf[lo:hi], ord("0"), out=v)
     for a, b in zip(rel_ends[:-1].tolist(), rel_starts[1:].tolist()):
-        v[a:b] = _SPACE                                  # text between fields reads as spaces
-    D = sc.d[:P + size + 1]
-    dig = D[P:P + size]
+        v[a:b] = _SPACE  # text between fields reads as spaces
+    D = sc.d[: P + size + 1]
+    dig = D[P : P + size]
     np.less(v, 10, out=dig)
     D[P + size] = False
     flagged: list[np.ndarray] = []
@@ -624,26 +663,26 @@ def _parse_batch(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected
     n_digits = np.count_nonzero(dig)
     spaces = sc.e[:size]
     np.equal(v, _SPACE, out=spaces)
-    if n_digits + np.count_nonzero(spaces) != size:      # a byte that is neither digit nor space
+    if n_digits + np.count_nonzero(spaces) != size:  # a byte that is neither digit nor space
         flagged.append(rows_of(np.flatnonzero(~(dig | spaces))))
     # Runs of four or more digits.
     D8 = D.view(np.uint8)
-    pairs = sc.t[:P + size - 1]
-    np.add(D8[1:P + size], D8[:P + size - 1], out=pairs)   # pairs[k] = digits among D[k], D[k+1]
+    pairs = sc.t[: P + size - 1]
+    np.add(D8[1 : P + size], D8[: P + size - 1], out=pairs)  # pairs[k] = digits among D[k], D[k+1]
     quads = sc.a[:size]
-    np.add(pairs[P - 3:P - 3 + size], pairs[P - 1:P - 1 + size], out=quads)  # D[i-3..i]
+    np.add(pairs[P - 3 : P - 3 + size], pairs[P - 1 : P - 1 + size], out=quads)  # D[i-3..i]
     if quads.max() >= 4:
         flagged.append(rows_of(np.flatnonzero(quads >= 4)))
     ends_here = sc.e[:size]
-    np.greater(dig, D[P + 1:P + size + 1], out=ends_here)
+    np.greater(dig, D[P + 1 : P + size + 1], out=ends_here)
     # Digit values: zero where not a digit; a = last two digits, h = hundreds digit (0 unless the
     # byte is the last of a three-digit number, as runs are at most three long where unflagged).
-    np.multiply(V, D[:P + size], out=V)
+    np.multiply(V, D[: P + size], out=V)
     a = sc.a[:size]
-    np.multiply(V[P - 1:P - 1 + size], 10, out=a)
+    np.multiply(V[P - 1 : P - 1 + size], 10, out=a)
     np.add(a, v, out=a)
     h = sc.h[:size]
-    np.multiply(V[P - 2:P - 2 + size], D[P - 1:P - 1 + size], out=h)
+    np.multiply(V[P - 2 : P - 2 + size], D[P - 1 : P - 1 + size], out=h)
     np.multiply(h, dig, out=h)
     if h.max() > 2 or _over_255(h, a, sc.t[:size]):
         value = h.astype(np.uint16) * 100 + a
@@ -657,7 +696,7 @@ def _parse_batch(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected
     if wrong.any():
         flagged.append(np.flatnonzero(wrong))
     if not flagged and len(positions) == out.size:
-        np.take(h, positions, out=out.reshape(-1), mode="clip")   # clip: no buffering
+        np.take(h, positions, out=out.reshape(-1), mode="clip")  # clip: no buffering
         return np.empty(0, np.int64)
     bad = np.unique(np.concatenate(flagged)) if flagged else np.empty(0, np.int64)
     bad = bad[bad < n]
@@ -666,7 +705,7 @@ def _parse_batch(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, expected
     good[bad] = False
     first = before_end - counts
     for i in np.flatnonzero(good).tolist():
-        out[i] = values[first[i]:before_end[i]]
+        out[i] = values[first[i] : before_end[i]]
     return bad
 
 
@@ -706,6 +745,7 @@ def _shown(value) -> str:
 
 # --- the small columns --------------------------------------------------------------------------
 
+
 def _fer_labels(path: Path, column: pd.Series, rows: np.ndarray) -> np.ndarray:
     raw = column.to_numpy(object)
     values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
@@ -718,10 +758,13 @@ def _fer_labels(path: Path, column: pd.Series, rows: np.ndarray) -> np.ndarray:
     if pd.isna(text):
         raise located(path, f"{FER_LABEL_COLUMN} label is missing", row)
     if np.isnan(values[i]) or values[i] != np.round(values[i]):
-        raise located(path, f"{FER_LABEL_COLUMN} label {_shown(text)} is not an integer 0-{len(FER_LABELS) - 1}",
-                      row)
-    raise located(path, f"{FER_LABEL_COLUMN} label {values[i]:g} is outside 0-{len(FER_LABELS) - 1} "
-                        f"(FER ids: {', '.join(f'{k} {n}' for k, n in enumerate(FER_LABELS))})", row)
+        raise located(path, f"{FER_LABEL_COLUMN} label {_shown(text)} is not an integer 0-{len(FER_LABELS) - 1}", row)
+    raise located(
+        path,
+        f"{FER_LABEL_COLUMN} label {values[i]:g} is outside 0-{len(FER_LABELS) - 1} "
+        f"(FER ids: {', '.join(f'{k} {n}' for k, n in enumerate(FER_LABELS))})",
+        row,
+    )
 
 
 def _fer_usage(path: Path, column: pd.Series, rows: np.ndarray) -> np.ndarray:
@@ -735,13 +778,13 @@ def _fer_usage(path: Path, column: pd.Series, rows: np.ndarray) -> np.ndarray:
         usage = cache[value]
         if usage is None:
             shown = "missing" if pd.isna(value) else _shown(value)
-            raise located(path, f"{FER_USAGE_COLUMN} is {shown}, expected one of {', '.join(FER_USAGES)}",
-                          int(rows[i]))
+            raise located(path, f"{FER_USAGE_COLUMN} is {shown}, expected one of {', '.join(FER_USAGES)}", int(rows[i]))
         out[i] = usage
     return out
 
 
 # --- image folders ------------------------------------------------------------------------------
+
 
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -10,7 +10,7 @@ from facelab.formats import KEYPOINT_NAMES
 
 def keypoint_rmse(true: np.ndarray, pred: np.ndarray) -> float:
     """RMSE in pixels over every coordinate that exists (NaN in ``true`` = missing)."""
-    err = (np.asarray(pred, np.float64) - np.asarray(true, np.float64))
+    err = np.asarray(pred, np.float64) - np.asarray(true, np.float64)
     present = ~np.isnan(err)
     if not present.any():
         return float("nan")
@@ -33,8 +33,7 @@ def mean_keypoints_baseline(train_keypoints: np.ndarray, test_keypoints: np.ndar
 def emotion_scores(true: np.ndarray, pred: np.ndarray, classes: list[str]) -> dict:
     """Weighted F1, accuracy, macro F1, the per-class report and the confusion matrix."""
     labels = list(range(len(classes)))
-    report = classification_report(true, pred, labels=labels, target_names=classes, output_dict=True,
-                                   zero_division=0)
+    report = classification_report(true, pred, labels=labels, target_names=classes, output_dict=True, zero_division=0)
     return {
         "f1_weighted": float(f1_score(true, pred, labels=labels, average="weighted", zero_division=0)),
         "f1_macro": float(f1_score(true, pred, labels=labels, average="macro", zero_division=0)),
@@ -49,5 +48,7 @@ def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray, num_cla
     majority = int(np.bincount(train_labels, minlength=num_classes).argmax())
     pred = np.full_like(test_labels, majority)
     labels = list(range(num_classes))
-    return {"f1_weighted": float(f1_score(test_labels, pred, labels=labels, average="weighted", zero_division=0)),
-            "accuracy": float(accuracy_score(test_labels, pred))}
+    return {
+        "f1_weighted": float(f1_score(test_labels, pred, labels=labels, average="weighted", zero_division=0)),
+        "accuracy": float(accuracy_score(test_labels, pred)),
+    }

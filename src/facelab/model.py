@@ -31,8 +31,16 @@ BN_MOMENTUM = 0.9  # moving statistics settle within tens of steps (Keras defaul
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, l2: float):
     reg = keras.regularizers.L2(l2) if l2 else None
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
-                      kernel_initializer=KERNEL_INIT, kernel_regularizer=reg, name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=KERNEL_INIT,
+        kernel_regularizer=reg,
+        name=f"{name}_conv",
+    )(x)
     return layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
 
 
@@ -91,9 +99,15 @@ def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0
     return layers.GlobalAveragePooling2D(name="pool")(resnet18_stages(inputs, width, stem, l2)[-1])
 
 
-def build_keypoint_model(image_size: int = 96, num_outputs: int = 30, width: int = 64,
-                         stem: str = "imagenet", dropout: float = 0.0, l2: float = 0.0,
-                         head: str = "dense") -> keras.Model:
+def build_keypoint_model(
+    image_size: int = 96,
+    num_outputs: int = 30,
+    width: int = 64,
+    stem: str = "imagenet",
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    head: str = "dense",
+) -> keras.Model:
     """ResNet-18 with a head of ``num_outputs`` pixel coordinates (``KEYPOINT_HEADS``)."""
     inputs = keras.Input((image_size, image_size, 1), name="image")
     if head == "softargmax":
@@ -120,8 +134,13 @@ def _softargmax_head(maps: list, image_size: int, num_points: int, width: int):
     for stage in (3, 2):
         skip = maps[stage - 1]
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"head_up{stage}")(x)
-        x = layers.Cropping2D(((0, x.shape[1] - skip.shape[1]), (0, x.shape[2] - skip.shape[2])),
-                              name=f"head_crop{stage}")(x) if x.shape[1] != skip.shape[1] else x
+        x = (
+            layers.Cropping2D(
+                ((0, x.shape[1] - skip.shape[1]), (0, x.shape[2] - skip.shape[2])), name=f"head_crop{stage}"
+            )(x)
+            if x.shape[1] != skip.shape[1]
+            else x
+        )
         x = _conv_bn(x, width * 2, 1, 1, f"head_lateral{stage}", 0.0) if x.shape[-1] != width * 2 else x
         x = layers.Add(name=f"head_add{stage}")([x, _conv_bn(skip, width * 2, 1, 1, f"head_skip{stage}", 0.0)])
         x = layers.ReLU(name=f"head_relu{stage}")(x)
@@ -160,8 +179,15 @@ class SpatialSoftArgmax(layers.Layer):
         return {**super().get_config(), "image_size": self.image_size}
 
 
-def build_emotion_model(num_classes: int, input_size: int = 48, image_size: int = 48, width: int = 64,
-                        stem: str = "small", dropout: float = 0.0, l2: float = 0.0) -> keras.Model:
+def build_emotion_model(
+    num_classes: int,
+    input_size: int = 48,
+    image_size: int = 48,
+    width: int = 64,
+    stem: str = "small",
+    dropout: float = 0.0,
+    l2: float = 0.0,
+) -> keras.Model:
     """ResNet-18 with a softmax head; ``input_size`` pixels in, resized to ``image_size`` inside."""
     inputs = keras.Input((input_size, input_size, 1), name="image")
     x = inputs

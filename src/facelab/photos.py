@@ -48,12 +48,17 @@ CROP_MARGIN = 0.055
 CROP_SHIFT_Y = 0.08
 
 _SIGNATURES = {  # formats whose start is recognisable even when the rest is cut off
-    b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF8": "GIF", b"BM": "BMP",
-    b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
 }
 
 
 # --- reading --------------------------------------------------------------------------------
+
 
 def read_photo(path: str | os.PathLike) -> np.ndarray:
     """The photo at ``path`` as a 2-D grayscale uint8 array, upright (EXIF orientation applied)."""
@@ -103,8 +108,9 @@ def _header(data: bytes, name: str) -> tuple[str | None, tuple[int, int] | None,
     except Image.DecompressionBombError as exc:  # Pillow's own, higher limit: it names only the pixel count
         found = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
-        raise located(name, f"image too large: {pixels} (limit {MAX_PIXELS / 1e6:g}), refused before decoding") \
-            from None
+        raise located(
+            name, f"image too large: {pixels} (limit {MAX_PIXELS / 1e6:g}), refused before decoding"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         pass
     for signature, fmt in _SIGNATURES.items():
@@ -116,8 +122,11 @@ def _header(data: bytes, name: str) -> tuple[str | None, tuple[int, int] | None,
 def _check_size(size: tuple[int, int], name: str) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
-        raise located(name, f"image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels "
-                            f"(limit {MAX_PIXELS / 1e6:g}), refused before decoding")
+        raise located(
+            name,
+            f"image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels "
+            f"(limit {MAX_PIXELS / 1e6:g}), refused before decoding",
+        )
     if width <= 0 or height <= 0:
         raise located(name, f"image has no pixels ({width}x{height})")
 
@@ -141,7 +150,7 @@ def _jpeg_complete(data: bytes) -> bool:
             continue
         if marker == 0xD9:
             return True
-        length = int.from_bytes(data[i + 2:i + 4], "big")
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
         if marker == 0xDA:
             return data.find(b"\xff\xd9", i + 2 + length) != -1
         i += 2 + length
@@ -176,13 +185,13 @@ def _to_gray8(image: np.ndarray) -> np.ndarray:
 def _orient(gray: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) so the image is upright, as a viewer shows it."""
     transforms = {
-        2: lambda a: a[:, ::-1],           # mirrored
-        3: lambda a: a[::-1, ::-1],        # rotated 180
-        4: lambda a: a[::-1],              # mirrored vertically
-        5: lambda a: a.T,                  # transposed
-        6: lambda a: np.rot90(a, -1),      # rotated 90 clockwise to display
-        7: lambda a: a.T[::-1, ::-1],      # transversed
-        8: lambda a: np.rot90(a, 1),       # rotated 90 counter-clockwise to display
+        2: lambda a: a[:, ::-1],  # mirrored
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1],  # mirrored vertically
+        5: lambda a: a.T,  # transposed
+        6: lambda a: np.rot90(a, -1),  # rotated 90 clockwise to display
+        7: lambda a: a.T[::-1, ::-1],  # transversed
+        8: lambda a: np.rot90(a, 1),  # rotated 90 counter-clockwise to display
     }
     fn = transforms.get(orientation)
     return np.ascontiguousarray(fn(gray)) if fn else gray
@@ -197,8 +206,10 @@ def _cascade():
     cascade = getattr(_local, "cascade", None)
     if cascade is None:
         if not hasattr(cv2, "CascadeClassifier"):
-            raise FacelabError(f"OpenCV {cv2.__version__} has no Haar cascade face detector (OpenCV 5 moved it "
-                               "out): install opencv-python-headless<5")
+            raise FacelabError(
+                f"OpenCV {cv2.__version__} has no Haar cascade face detector (OpenCV 5 moved it "
+                "out): install opencv-python-headless<5"
+            )
         path = os.path.join(cv2.data.haarcascades, CASCADE_FILE)
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
@@ -211,13 +222,18 @@ def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Face boxes ``(x, y, w, h)`` in ``gray``'s pixels, largest first."""
     scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape[:2]))
     small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    found = _cascade().detectMultiScale(small, scaleFactor=DETECT_SCALE_FACTOR, minNeighbors=DETECT_MIN_NEIGHBORS,
-                                        minSize=(DETECT_MIN_SIZE, DETECT_MIN_SIZE))
+    found = _cascade().detectMultiScale(
+        small,
+        scaleFactor=DETECT_SCALE_FACTOR,
+        minNeighbors=DETECT_MIN_NEIGHBORS,
+        minSize=(DETECT_MIN_SIZE, DETECT_MIN_SIZE),
+    )
     boxes = [tuple(int(round(v / scale)) for v in box) for box in np.asarray(found).reshape(-1, 4)]
     return sorted(boxes, key=lambda b: (-b[2] * b[3], b[1], b[0]))
 
 
 # --- cropping -------------------------------------------------------------------------------
+
 
 def crop_region(box, margin: float = CROP_MARGIN, shift_y: float = CROP_SHIFT_Y) -> tuple[int, int, int]:
     """The square ``(left, top, side)`` in photo pixels that ``crop_face`` cuts around ``box``."""
@@ -228,8 +244,9 @@ def crop_region(box, margin: float = CROP_MARGIN, shift_y: float = CROP_SHIFT_Y)
     return int(round(cx - side / 2.0)), int(round(cy - side / 2.0)), side
 
 
-def crop_face(gray: np.ndarray, box, size: int, margin: float = CROP_MARGIN,
-              shift_y: float = CROP_SHIFT_Y) -> tuple[np.ndarray, np.ndarray]:
+def crop_face(
+    gray: np.ndarray, box, size: int, margin: float = CROP_MARGIN, shift_y: float = CROP_SHIFT_Y
+) -> tuple[np.ndarray, np.ndarray]:
     """The face in ``box`` as a ``size`` x ``size`` uint8 crop, and the 2x3 affine crop -> photo map.
 
     The square around the box is padded by repeating the edge pixels where it leaves the photo.

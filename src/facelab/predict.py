@@ -44,6 +44,7 @@ Source = tuple[str, Callable[[], np.ndarray]]  # a photo's name, and how to read
 
 # --- the analysis, shared by the command line and the served model ----------------------------
 
+
 @dataclass
 class _Pending:
     record: dict
@@ -51,8 +52,9 @@ class _Pending:
     waiting: int  # faces not analysed yet
 
 
-def iter_analysed(sources: Iterable[Source], analyzer: FaceAnalyzer,
-                  batch_faces: int = BATCH_FACES) -> Iterator[tuple[dict, np.ndarray | None]]:
+def iter_analysed(
+    sources: Iterable[Source], analyzer: FaceAnalyzer, batch_faces: int = BATCH_FACES
+) -> Iterator[tuple[dict, np.ndarray | None]]:
     """``(record, grayscale photo or None)`` for each source, in order, as soon as all its faces are analysed.
 
     Faces from consecutive photos share batches: the models run once per ``batch_faces`` faces,
@@ -105,9 +107,12 @@ def _in_photo(result: dict, to_photo: np.ndarray) -> dict:
     """``FaceAnalyzer.analyse``'s record of a crop with its keypoints moved into photo pixels."""
     names = list(result["keypoints"])
     points = photos.to_photo_points(np.array([result["keypoints"][n] for n in names]), to_photo)
-    return {"keypoints": {n: [round(float(x), 2), round(float(y), 2)] for n, (x, y) in zip(names, points)},
-            "emotion": result["emotion"], "probability": result["probability"],
-            "probabilities": result["probabilities"]}
+    return {
+        "keypoints": {n: [round(float(x), 2), round(float(y), 2)] for n, (x, y) in zip(names, points)},
+        "emotion": result["emotion"],
+        "probability": result["probability"],
+        "probabilities": result["probabilities"],
+    }
 
 
 def analyse_images(sources: Iterable[Source], analyzer: FaceAnalyzer, batch_faces: int = BATCH_FACES) -> list[dict]:
@@ -115,15 +120,18 @@ def analyse_images(sources: Iterable[Source], analyzer: FaceAnalyzer, batch_face
     return [record for record, _ in iter_analysed(sources, analyzer, batch_faces)]
 
 
-def analyse_encoded(images: Sequence[bytes], analyzer: FaceAnalyzer, names: Sequence[str] | None = None,
-                    batch_faces: int = BATCH_FACES) -> list[dict]:
+def analyse_encoded(
+    images: Sequence[bytes], analyzer: FaceAnalyzer, names: Sequence[str] | None = None, batch_faces: int = BATCH_FACES
+) -> list[dict]:
     """The records of image files given as bytes (what the served model receives)."""
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
-    return analyse_images(((n, partial(photos.decode_photo, data, n)) for n, data in zip(names, images)),
-                          analyzer, batch_faces)
+    return analyse_images(
+        ((n, partial(photos.decode_photo, data, n)) for n, data in zip(names, images)), analyzer, batch_faces
+    )
 
 
 # --- the command line -------------------------------------------------------------------------
+
 
 def output_paths(paths: Sequence[str | Path], out_dir: str | Path) -> list[tuple[Path, Path]]:
     """``(annotated jpg, json)`` per photo in ``out_dir``; photos with the same stem get ``-2``, ``-3``..."""
@@ -139,8 +147,9 @@ def output_paths(paths: Sequence[str | Path], out_dir: str | Path) -> list[tuple
     return result
 
 
-def analyse_photos(paths: Sequence[str | Path], analyzer: FaceAnalyzer, out_dir: str | Path,
-                   batch_faces: int = BATCH_FACES) -> list[dict]:
+def analyse_photos(
+    paths: Sequence[str | Path], analyzer: FaceAnalyzer, out_dir: str | Path, batch_faces: int = BATCH_FACES
+) -> list[dict]:
     """Analyse the photo files at ``paths``; write an annotated copy and a JSON record of each in ``out_dir``.
 
     Returns the records in the order of ``paths``. A photo that cannot be read gets
@@ -162,8 +171,9 @@ def analyse_photos(paths: Sequence[str | Path], analyzer: FaceAnalyzer, out_dir:
                     write_annotated(annotated, gray, record)
                     write_json(json_path, record)
                 except OSError as exc:
-                    raise FacelabError(f"{exc.filename or json_path.parent}: cannot write the outputs: "
-                                       f"{exc.strerror or exc}") from None
+                    raise FacelabError(
+                        f"{exc.filename or json_path.parent}: cannot write the outputs: {exc.strerror or exc}"
+                    ) from None
             records.append(record)
             if bar is not None:
                 bar.update(1)
@@ -205,8 +215,9 @@ def annotate(gray: np.ndarray, record: dict) -> np.ndarray:
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         top = y - th - base - 2 * thick if y - th - base - 2 * thick >= 0 else y + h
         cv2.rectangle(image, (x, top), (x + tw + 2 * thick, top + th + base + 2 * thick), (0, 200, 0), -1)
-        cv2.putText(image, label, (x + thick, top + th + thick), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
-                    thick, cv2.LINE_AA)
+        cv2.putText(
+            image, label, (x + thick, top + th + thick), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA
+        )
     return image
 
 
@@ -218,8 +229,13 @@ def write_annotated(path: str | Path, gray: np.ndarray, record: dict) -> None:
 
 # --- the models -------------------------------------------------------------------------------
 
-def load_analyzer(params: dict, keypoints_model: str | None = None, emotion_model: str | None = None,
-                  classes: Sequence[str] | None = None) -> FaceAnalyzer:
+
+def load_analyzer(
+    params: dict,
+    keypoints_model: str | None = None,
+    emotion_model: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> FaceAnalyzer:
     """The two models: by default the registry's ``champion`` versions named in ``params``' ``tracking:``.
 
     ``keypoints_model`` / ``emotion_model`` replace either with an MLflow model URI or a local
@@ -242,8 +258,10 @@ def load_analyzer(params: dict, keypoints_model: str | None = None, emotion_mode
     classes = list(classes) if classes is not None else list(params["data"]["emotion"]["classes"])
     outputs = int(emotion.output_shape[-1])
     if outputs != len(classes):
-        raise FacelabError(f"{emotion_model or uri}: the emotion model has {outputs} outputs but {len(classes)} "
-                           f"classes were given ({','.join(classes)})")
+        raise FacelabError(
+            f"{emotion_model or uri}: the emotion model has {outputs} outputs but {len(classes)} "
+            f"classes were given ({','.join(classes)})"
+        )
     return FaceAnalyzer(keypoints, emotion, classes)
 
 
@@ -262,8 +280,7 @@ def _load_model(uri: str):
     try:
         return tracking.load_keras(uri)
     except Exception as exc:  # MLflow's errors: no such model or alias, unreachable store
-        raise FacelabError(f"{uri}: cannot load the model from {tracking.tracking_uri()}: {_first_line(exc)}") \
-            from None
+        raise FacelabError(f"{uri}: cannot load the model from {tracking.tracking_uri()}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,12 +27,15 @@ SYNTHETIC_FER_CSV = RAW_DIR / "synthetic-fer2013.csv"
 
 # --- keypoints --------------------------------------------------------------------------------
 
+
 def _missing(data: loaders.KeypointData, policy: str, source: Path) -> loaders.KeypointData:
     complete = ~np.isnan(data.keypoints).any(axis=1)
     if policy == "drop":
         if not complete.any():
-            raise FacelabError(f"{source}: no row has all 30 keypoint coordinates (data.keypoints.missing: drop); "
-                               "use missing: mask to train on partial rows")
+            raise FacelabError(
+                f"{source}: no row has all 30 keypoint coordinates (data.keypoints.missing: drop); "
+                "use missing: mask to train on partial rows"
+            )
         return loaders.KeypointData(data.images[complete], data.keypoints[complete])
     has_any = ~np.isnan(data.keypoints).all(axis=1)
     if not has_any.any():
@@ -56,12 +59,15 @@ def split_keypoints(cfg: dict, seed: int, synthetic_count: int) -> dict[str, loa
         rest, test_idx = train_test_split(index, test_size=cfg["test_fraction"], random_state=seed, shuffle=True)
         test = loaders.KeypointData(data.images[test_idx], data.keypoints[test_idx])
     train_idx, val_idx = train_test_split(rest, test_size=cfg["val_fraction"], random_state=seed + 1, shuffle=True)
-    return {"train": loaders.KeypointData(data.images[train_idx], data.keypoints[train_idx]),
-            "val": loaders.KeypointData(data.images[val_idx], data.keypoints[val_idx]),
-            "test": test}
+    return {
+        "train": loaders.KeypointData(data.images[train_idx], data.keypoints[train_idx]),
+        "val": loaders.KeypointData(data.images[val_idx], data.keypoints[val_idx]),
+        "test": test,
+    }
 
 
 # --- emotion ----------------------------------------------------------------------------------
+
 
 def _keep_classes(data: loaders.EmotionData, classes: list[str]) -> loaders.EmotionData:
     """Rows of the configured classes only, labels renumbered 0..K-1 in the order given."""
@@ -105,14 +111,16 @@ def split_emotion(cfg: dict, seed: int, synthetic_count: int) -> dict[str, loade
         if (usage == FER_USAGE_VAL).any():
             train_idx, val = np.flatnonzero(usage == FER_USAGE_TRAIN), _subset(data, usage == FER_USAGE_VAL)
         else:
-            train_idx, val_idx = _stratified(data.labels, cfg["val_fraction"], seed + 1,
-                                             np.flatnonzero(usage == FER_USAGE_TRAIN))
+            train_idx, val_idx = _stratified(
+                data.labels, cfg["val_fraction"], seed + 1, np.flatnonzero(usage == FER_USAGE_TRAIN)
+            )
             val = _subset(data, val_idx)
     elif (usage == FER_USAGE_VAL).any():
         # fer2013 without PrivateTest: PublicTest is the test set, validation comes out of Training.
         test = _subset(data, usage == FER_USAGE_VAL)
-        train_idx, val_idx = _stratified(data.labels, cfg["val_fraction"], seed + 1,
-                                         np.flatnonzero(usage != FER_USAGE_VAL))
+        train_idx, val_idx = _stratified(
+            data.labels, cfg["val_fraction"], seed + 1, np.flatnonzero(usage != FER_USAGE_VAL)
+        )
         val = _subset(data, val_idx)
     else:
         rest, test_idx = _stratified(data.labels, cfg["test_fraction"], seed, np.arange(len(data.labels)))
@@ -123,12 +131,14 @@ def split_emotion(cfg: dict, seed: int, synthetic_count: int) -> dict[str, loade
     counts = np.bincount(train.labels, minlength=len(classes))
     for name, count in zip(classes, counts):
         if count == 0:
-            raise FacelabError(f"{path}: class {name!r} has no training examples after filtering "
-                               f"(data.emotion.classes)")
+            raise FacelabError(
+                f"{path}: class {name!r} has no training examples after filtering (data.emotion.classes)"
+            )
     return {"train": train, "val": val, "test": test}
 
 
 # --- the stage --------------------------------------------------------------------------------
+
 
 def run(params: dict) -> dict:
     """Run the prepare stage; returns the counts it wrote to metrics/prepare.json."""
@@ -140,22 +150,34 @@ def run(params: dict) -> dict:
         keypoints = split_keypoints(data_cfg["keypoints"], seed, params["synthetic"]["keypoint_faces"])
         emotion = split_emotion(data_cfg["emotion"], seed, params["synthetic"]["emotion_faces"])
         for split in SPLITS:
-            save_split(split_path("keypoints", split), images=keypoints[split].images,
-                       keypoints=keypoints[split].keypoints.astype(np.float32))
-            save_split(split_path("emotion", split), images=emotion[split].images,
-                       labels=emotion[split].labels.astype(np.int64), classes=np.array(classes))
+            save_split(
+                split_path("keypoints", split),
+                images=keypoints[split].images,
+                keypoints=keypoints[split].keypoints.astype(np.float32),
+            )
+            save_split(
+                split_path("emotion", split),
+                images=emotion[split].images,
+                labels=emotion[split].labels.astype(np.int64),
+                classes=np.array(classes),
+            )
         summary = {
             "keypoints": {split: len(keypoints[split].images) for split in SPLITS},
             "emotion": {split: len(emotion[split].images) for split in SPLITS},
-            "emotion_train_per_class": dict(zip(classes, np.bincount(emotion["train"].labels,
-                                                                     minlength=len(classes)).tolist())),
+            "emotion_train_per_class": dict(
+                zip(classes, np.bincount(emotion["train"].labels, minlength=len(classes)).tolist())
+            ),
         }
         reports = REPORTS_DIR / "prepare"
         sample = keypoints["train"]
-        viz.face_grid(reports / "keypoint_samples.png", sample.images[:16], keypoints=sample.keypoints[:16],
-                      columns=4, suptitle="training faces with their keypoints")
-        viz.emotion_samples(reports / "emotion_samples.png", emotion["train"].images, emotion["train"].labels,
-                            classes)
+        viz.face_grid(
+            reports / "keypoint_samples.png",
+            sample.images[:16],
+            keypoints=sample.keypoints[:16],
+            columns=4,
+            suptitle="training faces with their keypoints",
+        )
+        viz.emotion_samples(reports / "emotion_samples.png", emotion["train"].images, emotion["train"].labels, classes)
         write_json(METRICS_DIR / "prepare.json", summary)
         tracking.log_metrics(summary)
         tracking.log_artifacts(reports / "keypoint_samples.png", reports / "emotion_samples.png", folder="prepare")

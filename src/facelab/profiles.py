@@ -61,4 +61,3 @@ def set_arguments(profile: str | Path) -> list[str]:
         text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
         args += ["-S", f"{name}={text}"]
     return args
-

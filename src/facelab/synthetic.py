@@ -44,23 +44,23 @@ from facelab.formats import (
 
 # --- constants --------------------------------------------------------------------------------
 
-FRAME = 96.0                  # face-frame units per image side
-FACE_CENTRE = (48.0, 50.0)    # where the face-frame origin lands before the random shift
-SUPERSAMPLE = 2               # draw at 2x, then average 2x2 blocks
-SUBPIXEL_BITS = 4             # cv2 fixed-point fraction bits for polygon vertices
-CHUNK = 256                   # faces drawn, post-processed or written per batch (bounds memory)
-GZIP_LEVEL = 1                # ".gz" outputs: fast; noisy pixels barely compress further anyway
+FRAME = 96.0  # face-frame units per image side
+FACE_CENTRE = (48.0, 50.0)  # where the face-frame origin lands before the random shift
+SUPERSAMPLE = 2  # draw at 2x, then average 2x2 blocks
+SUBPIXEL_BITS = 4  # cv2 fixed-point fraction bits for polygon vertices
+CHUNK = 256  # faces drawn, post-processed or written per batch (bounds memory)
+GZIP_LEVEL = 1  # ".gz" outputs: fast; noisy pixels barely compress further anyway
 
 ROTATION_DEG = 15.0
 SCALE_RANGE = (0.86, 1.07)
-SHIFT_UNITS = 5.0             # random shift, face-frame units
-YAW_UNITS = 2.5               # inner features slide sideways by up to this much
-KEYPOINT_MARGIN = 2.0         # keypoints stay this far (face-frame units) inside the frame
+SHIFT_UNITS = 5.0  # random shift, face-frame units
+YAW_UNITS = 2.5  # inner features slide sideways by up to this much
+KEYPOINT_MARGIN = 2.0  # keypoints stay this far (face-frame units) inside the frame
 
-NOISE_SIGMA = (1.0, 7.0)      # gaussian pixel noise, 0-255 scale
+NOISE_SIGMA = (1.0, 7.0)  # gaussian pixel noise, 0-255 scale
 BLUR_PROBABILITY = 0.3
-BLUR_SIGMA = (0.8, 1.8)       # face-frame units (1/96 of the image side)
-LIGHT_GRADIENT = 0.7          # max brightness change across the frame (fraction)
+BLUR_SIGMA = (0.8, 1.8)  # face-frame units (1/96 of the image side)
+LIGHT_GRADIENT = 0.7  # max brightness change across the frame (fraction)
 CONTRAST_RANGE = (0.7, 1.2)
 BRIGHTNESS_SHIFT = 25.0
 
@@ -74,50 +74,150 @@ KEYPOINT_INTENSITY = (0.0, 1.0)
 # Expression parameters: deltas from the neutral face at full intensity (face-frame units;
 # brow dy > 0 moves a brow down; eye_up/eye_low widen the eye above/below its corner line).
 EXPRESSION_PARAMS = (
-    "smile", "mouth_open", "mouth_round", "mouth_wide", "lip_raise", "lip_press", "asym",
-    "brow_in_dy", "brow_out_dy", "brow_in_dx", "brow_arch", "eye_up", "eye_low",
-    "nose_wrinkle", "fold", "forehead", "glabella",
+    "smile",
+    "mouth_open",
+    "mouth_round",
+    "mouth_wide",
+    "lip_raise",
+    "lip_press",
+    "asym",
+    "brow_in_dy",
+    "brow_out_dy",
+    "brow_in_dx",
+    "brow_arch",
+    "eye_up",
+    "eye_low",
+    "nose_wrinkle",
+    "fold",
+    "forehead",
+    "glabella",
 )
 EXPRESSIONS: dict[str, dict[str, float]] = {
-    "angry": dict(smile=-1.2, mouth_wide=-2.0, lip_press=0.6, brow_in_dy=4.0, brow_out_dy=-0.8,
-                  brow_in_dx=-2.0, brow_arch=-1.5, eye_up=-1.4, eye_low=-0.8, glabella=1.0, fold=0.4),
-    "disgust": dict(smile=-1.5, mouth_open=1.0, lip_raise=2.8, asym=1.8, mouth_wide=-1.5, brow_in_dy=2.4,
-                    brow_in_dx=-1.2, brow_out_dy=0.6, eye_up=-1.3, eye_low=-1.1, nose_wrinkle=1.0, fold=1.1),
-    "fear": dict(smile=-1.2, mouth_open=2.6, mouth_wide=3.0, brow_in_dy=-3.2, brow_out_dy=-1.0,
-                 brow_in_dx=-1.0, brow_arch=-1.3, eye_up=1.7, eye_low=0.4, forehead=0.7),
-    "happy": dict(smile=5.0, mouth_open=1.6, mouth_wide=3.0, brow_in_dy=-0.5, brow_out_dy=-0.5,
-                  eye_up=-0.4, eye_low=-1.0, fold=1.0),
-    "sad": dict(smile=-3.8, mouth_wide=-1.5, lip_press=0.2, brow_in_dy=-3.2, brow_out_dy=1.3,
-                brow_arch=-0.6, eye_up=-1.0, glabella=0.3),
-    "surprise": dict(mouth_open=5.5, mouth_round=1.0, mouth_wide=-5.0, brow_in_dy=-4.5, brow_out_dy=-4.0,
-                     brow_arch=1.5, eye_up=2.0, eye_low=0.5, forehead=1.0),
+    "angry": dict(
+        smile=-1.2,
+        mouth_wide=-2.0,
+        lip_press=0.6,
+        brow_in_dy=4.0,
+        brow_out_dy=-0.8,
+        brow_in_dx=-2.0,
+        brow_arch=-1.5,
+        eye_up=-1.4,
+        eye_low=-0.8,
+        glabella=1.0,
+        fold=0.4,
+    ),
+    "disgust": dict(
+        smile=-1.5,
+        mouth_open=1.0,
+        lip_raise=2.8,
+        asym=1.8,
+        mouth_wide=-1.5,
+        brow_in_dy=2.4,
+        brow_in_dx=-1.2,
+        brow_out_dy=0.6,
+        eye_up=-1.3,
+        eye_low=-1.1,
+        nose_wrinkle=1.0,
+        fold=1.1,
+    ),
+    "fear": dict(
+        smile=-1.2,
+        mouth_open=2.6,
+        mouth_wide=3.0,
+        brow_in_dy=-3.2,
+        brow_out_dy=-1.0,
+        brow_in_dx=-1.0,
+        brow_arch=-1.3,
+        eye_up=1.7,
+        eye_low=0.4,
+        forehead=0.7,
+    ),
+    "happy": dict(
+        smile=5.0,
+        mouth_open=1.6,
+        mouth_wide=3.0,
+        brow_in_dy=-0.5,
+        brow_out_dy=-0.5,
+        eye_up=-0.4,
+        eye_low=-1.0,
+        fold=1.0,
+    ),
+    "sad": dict(
+        smile=-3.8,
+        mouth_wide=-1.5,
+        lip_press=0.2,
+        brow_in_dy=-3.2,
+        brow_out_dy=1.3,
+        brow_arch=-0.6,
+        eye_up=-1.0,
+        glabella=0.3,
+    ),
+    "surprise": dict(
+        mouth_open=5.5,
+        mouth_round=1.0,
+        mouth_wide=-5.0,
+        brow_in_dy=-4.5,
+        brow_out_dy=-4.0,
+        brow_arch=1.5,
+        eye_up=2.0,
+        eye_low=0.5,
+        forehead=1.0,
+    ),
     "neutral": dict(),
-    "angry_open": dict(smile=-1.0, mouth_open=3.6, mouth_wide=0.5, brow_in_dy=4.0, brow_out_dy=-0.8,
-                       brow_in_dx=-2.0, brow_arch=-1.5, eye_up=-1.2, eye_low=-0.8, glabella=1.0, fold=0.7),
+    "angry_open": dict(
+        smile=-1.0,
+        mouth_open=3.6,
+        mouth_wide=0.5,
+        brow_in_dy=4.0,
+        brow_out_dy=-0.8,
+        brow_in_dx=-2.0,
+        brow_arch=-1.5,
+        eye_up=-1.2,
+        eye_low=-0.8,
+        glabella=1.0,
+        fold=0.7,
+    ),
 }
 EXPRESSION_ROWS = FER_LABELS + ("angry_open",)
 ANGRY_OPEN_FRACTION = 0.35
-TEETH_PROBABILITY = dict(angry=0.0, disgust=0.6, fear=0.4, happy=0.65, sad=0.0, surprise=0.15,
-                         neutral=0.0, angry_open=1.0)
-EXPRESSION_NOISE = dict(smile=0.6, mouth_open=0.5, mouth_round=0.1, mouth_wide=1.0, lip_raise=0.3,
-                        lip_press=0.1, asym=0.4, brow_in_dy=0.8, brow_out_dy=0.6, brow_in_dx=0.4,
-                        brow_arch=0.4, eye_up=0.35, eye_low=0.3, nose_wrinkle=0.1, fold=0.15,
-                        forehead=0.1, glabella=0.1)
+TEETH_PROBABILITY = dict(
+    angry=0.0, disgust=0.6, fear=0.4, happy=0.65, sad=0.0, surprise=0.15, neutral=0.0, angry_open=1.0
+)
+EXPRESSION_NOISE = dict(
+    smile=0.6,
+    mouth_open=0.5,
+    mouth_round=0.1,
+    mouth_wide=1.0,
+    lip_raise=0.3,
+    lip_press=0.1,
+    asym=0.4,
+    brow_in_dy=0.8,
+    brow_out_dy=0.6,
+    brow_in_dx=0.4,
+    brow_arch=0.4,
+    eye_up=0.35,
+    eye_low=0.3,
+    nose_wrinkle=0.1,
+    fold=0.15,
+    forehead=0.1,
+    glabella=0.1,
+)
 
 _LINE = cv2.LINE_AA
 _FIX = float(1 << SUBPIXEL_BITS)
-_T = np.linspace(-1.0, 1.0, 17)                    # parameter along lids, lips, brows
-_T01 = np.linspace(-0.06, 1.06, 12)                # along a brow, slightly past both ends
+_T = np.linspace(-1.0, 1.0, 17)  # parameter along lids, lips, brows
+_T01 = np.linspace(-0.06, 1.06, 12)  # along a brow, slightly past both ends
 _ANG = np.linspace(0.0, 2.0 * np.pi, 32, endpoint=False)
 _COS, _SIN = np.cos(_ANG), np.sin(_ANG)
-_BEZIER = np.stack([(1 - _T01) ** 2, 2 * (1 - _T01) * _T01, _T01 ** 2], 1)
-_BEZIER_D = np.stack([-2 * (1 - _T01), 2 - 4 * _T01, 2 * _T01], 1)   # d/dt of _BEZIER
+_BEZIER = np.stack([(1 - _T01) ** 2, 2 * (1 - _T01) * _T01, _T01**2], 1)
+_BEZIER_D = np.stack([-2 * (1 - _T01), 2 - 4 * _T01, 2 * _T01], 1)  # d/dt of _BEZIER
 _BROW_TAPER = np.linspace(1.0, 0.65, len(_T01))
-_LASH_WIDTH = 0.55 + 0.2 * (_T + 1.0)                # upper lid line, thicker towards the outer corner
-_BOW = 1.0 - 0.18 * np.exp(-((_T / 0.16) ** 2))      # the upper lip's dip in the middle
+_LASH_WIDTH = 0.55 + 0.2 * (_T + 1.0)  # upper lid line, thicker towards the outer corner
+_BOW = 1.0 - 0.18 * np.exp(-((_T / 0.16) ** 2))  # the upper lip's dip in the middle
 
 
 # --- parameters -------------------------------------------------------------------------------
+
 
 def _class_counts(n: int) -> np.ndarray:
     """Faces per FER class: FER2013's training mix, disgust lifted, largest-remainder rounding."""
@@ -145,13 +245,13 @@ def _sample_params(rng: np.random.Generator, labels: np.ndarray, intensity: np.n
     p["fw"], p["fh"], p["fc"], p["jaw"] = u(37.5, 42.0), u(45.0, 50.0), u(-3.0, 0.0), u(0.12, 0.3)
     p["ex"], p["ey"], p["ew"], p["tilt"] = u(16.5, 19.5), u(-14.0, -11.0), u(6.6, 8.0), u(-0.5, 0.9)
     p["hu"], p["hl"], p["gaze"] = u(3.1, 3.8), u(2.2, 2.9), u(-0.1, 0.1)
-    p["iris"], p["pupil"] = u(0.4, 0.48), u(0.42, 0.52)         # iris radius / eye half-width, pupil / iris
+    p["iris"], p["pupil"] = u(0.4, 0.48), u(0.42, 0.52)  # iris radius / eye half-width, pupil / iris
     p["bx_in"], p["bx_out"], p["by"], p["by_out"] = u(7.5, 10.0), u(28.5, 31.5), u(-23.0, -20.0), u(-0.5, 2.0)
     p["brow_arch0"], p["brow_w"] = u(1.5, 3.0), u(1.2, 2.0)
     p["nose_y"], p["nose_w"] = u(10.0, 13.0), u(4.0, 5.8)
     p["my"], p["mw"], p["tu"], p["tl"] = u(25.0, 27.5), u(13.0, 16.0), u(2.0, 3.0), u(2.6, 3.8)
     p["hairline"], p["hair_curve"], p["hair_tilt"] = u(-40.0, -29.0), u(5.0, 14.0), u(-5.0, 5.0)
-    p["hair_style"] = rng.choice(3, n, p=(0.55, 0.35, 0.10))   # 0 short, 1 long, 2 bald
+    p["hair_style"] = rng.choice(3, n, p=(0.55, 0.35, 0.10))  # 0 short, 1 long, 2 bald
     # tones (0-255 before lighting)
     skin = u(85.0, 215.0)
     bg = u(0.0, 255.0)
@@ -190,6 +290,7 @@ def _sample_params(rng: np.random.Generator, labels: np.ndarray, intensity: np.n
 
 
 # --- shape helpers: batches of polygons, arrays (n, points, 2) in the face frame -------------
+
 
 def _col(v):
     """A per-face parameter as a column (n, 1) so it broadcasts along a polygon's points."""
@@ -237,6 +338,7 @@ def _bezier_ribbon(p0, p1, p2, half_width) -> np.ndarray:
 
 # --- the drawing core -------------------------------------------------------------------------
 
+
 def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
     """What to paint for a batch of faces, back to front, and their keypoints, in the face frame.
 
@@ -254,8 +356,11 @@ def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
     sides = (-1.0, 1.0)
 
     # background, clothes, neck, hair behind the head, ears, head
-    add(f["blob_c"], _ellipse(np.copysign(62.0, f["blob_x"]) + 12.0 * f["blob_x"], f["blob_y"], f["blob_a"],
-                              f["blob_b"]), on=f["blob_on"])
+    add(
+        f["blob_c"],
+        _ellipse(np.copysign(62.0, f["blob_x"]) + 12.0 * f["blob_x"], f["blob_y"], f["blob_a"], f["blob_b"]),
+        on=f["blob_on"],
+    )
     add(f["clothes"], _ellipse(0.0, fc + fh + 42.0, fw * 1.9, 36.0))
     add(skin * 0.78, _xy(_col(fw) * np.array([-0.55, 0.55, 0.62, -0.62]), np.array([0.0, 0.0, 80.0, 80.0])))
     style = f["hair_style"]
@@ -265,36 +370,70 @@ def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
     jaw = 1.0 - _col(f["jaw"]) * np.maximum(_SIN, 0.0) ** 2
     head = _xy(_col(fw) * _COS * jaw, _col(fc) + _col(fh) * _SIN)
     add(skin, head)
-    add(skin - 9.0, _ribbon(head * 0.96, 2.2))                    # soft shading along the outline
+    add(skin - 9.0, _ribbon(head * 0.96, 2.2))  # soft shading along the outline
 
     # eye sockets, wrinkles and folds (under the features), then the hair over the forehead
     ex, ey, ew = f["ex"], f["ey"], f["ew"]
-    eye_x = (-ex + 0.3 * yaw, ex + 0.3 * yaw)            # right eye (image left), left eye (image right)
+    eye_x = (-ex + 0.3 * yaw, ex + 0.3 * yaw)  # right eye (image left), left eye (image right)
     hu = np.clip(f["hu"] + f["eye_up"], 0.7, 6.5)
     hl = np.clip(f["hl"] + f["eye_low"], 0.5, 4.0)
     add(skin - f["socket_d"], *(_ellipse(cx, ey - 1.8, ew + 3.2, hu + 3.4) for cx in eye_x))
-    add(skin - 32.0 * np.minimum(f["forehead"], 1.3),
-        *(_ribbon(_xy(_T * (15.0 - 2.5 * k) + _col(yaw) * 0.2, _col(y + f["brow_in_dy"] * 0.3) + 1.8 * _T * _T),
-                  0.55) for k, y in enumerate((-31.0, -35.0, -39.0))), on=f["forehead"] > 0.05)
-    add(skin - 38.0 * np.minimum(f["glabella"], 1.3),
-        *(_bezier_ribbon(p(side * 2.2 + yaw * 0.3, -21.0), p(side * 2.8 + yaw * 0.3, -18.0),
-                         p(side * 2.0 + yaw * 0.3, -14.5), 0.5) for side in sides), on=f["glabella"] > 0.05)
+    add(
+        skin - 32.0 * np.minimum(f["forehead"], 1.3),
+        *(
+            _ribbon(_xy(_T * (15.0 - 2.5 * k) + _col(yaw) * 0.2, _col(y + f["brow_in_dy"] * 0.3) + 1.8 * _T * _T), 0.55)
+            for k, y in enumerate((-31.0, -35.0, -39.0))
+        ),
+        on=f["forehead"] > 0.05,
+    )
+    add(
+        skin - 38.0 * np.minimum(f["glabella"], 1.3),
+        *(
+            _bezier_ribbon(
+                p(side * 2.2 + yaw * 0.3, -21.0),
+                p(side * 2.8 + yaw * 0.3, -18.0),
+                p(side * 2.0 + yaw * 0.3, -14.5),
+                0.5,
+            )
+            for side in sides
+        ),
+        on=f["glabella"] > 0.05,
+    )
     nx, ny, nw = yaw, f["nose_y"], f["nose_w"]
     mx, my = 0.6 * yaw, f["my"]
     mw = np.clip(f["mw"] + f["mouth_wide"], 6.0, 21.0)
-    add(skin - 32.0 * np.minimum(f["fold"], 1.4),
-        *(_bezier_ribbon(p(nx + side * (nw + 1.5), ny - 1.0), p(mx + side * (mw + 4.0), my - 6.0),
-                         p(mx + side * (mw + 2.5), my + 2.0), 0.6) for side in sides), on=f["fold"] > 0.05)
-    wrinkle_side = np.where(f["asym"] >= 0, 1.0, -1.0)   # disgust: creases across the bridge, one side stronger
+    add(
+        skin - 32.0 * np.minimum(f["fold"], 1.4),
+        *(
+            _bezier_ribbon(
+                p(nx + side * (nw + 1.5), ny - 1.0),
+                p(mx + side * (mw + 4.0), my - 6.0),
+                p(mx + side * (mw + 2.5), my + 2.0),
+                0.6,
+            )
+            for side in sides
+        ),
+        on=f["fold"] > 0.05,
+    )
+    wrinkle_side = np.where(f["asym"] >= 0, 1.0, -1.0)  # disgust: creases across the bridge, one side stronger
     for k, strength in enumerate((1.0, 1.0, 0.6)):
         for way, weight in ((1.0, 1.0), (-1.0, 0.4)):
-            add(skin - 40.0 * weight * strength * np.minimum(f["nose_wrinkle"], 1.3),
-                _ribbon(_xy(_col(nx) + _col(way * wrinkle_side) * np.linspace(0.3, 4.0, 5),
-                            _col(ey + 5.0 + 2.4 * k) + np.linspace(0.0, 1.4, 5)), 0.45), on=f["nose_wrinkle"] > 0.05)
+            add(
+                skin - 40.0 * weight * strength * np.minimum(f["nose_wrinkle"], 1.3),
+                _ribbon(
+                    _xy(
+                        _col(nx) + _col(way * wrinkle_side) * np.linspace(0.3, 4.0, 5),
+                        _col(ey + 5.0 + 2.4 * k) + np.linspace(0.0, 1.4, 5),
+                    ),
+                    0.45,
+                ),
+                on=f["nose_wrinkle"] > 0.05,
+            )
     cap = head * 1.02
     hair_x = cap[..., 0] / _col(fw)
-    cap[..., 1] = np.minimum(cap[..., 1], _col(f["hairline"]) + _col(f["hair_curve"]) * hair_x ** 2
-                             + _col(f["hair_tilt"]) * hair_x)
+    cap[..., 1] = np.minimum(
+        cap[..., 1], _col(f["hairline"]) + _col(f["hair_curve"]) * hair_x**2 + _col(f["hair_tilt"]) * hair_x
+    )
     add(f["hair"], cap, on=style != 2)
 
     # brows: thick tapered quadratic curves from inner to outer end
@@ -311,10 +450,24 @@ def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
 
     # nose: bridge shadow on the side away from the light, wings, nostrils, tip highlight
     shade = np.where(np.cos(f["light_dir"]) < 0, 1.0, -1.0)
-    add(skin - 15.0, _bezier_ribbon(p(nx + shade * 2.3, ey + 2.0), p(nx + shade * 2.8, ny - 8.0),
-                                    p(nx + shade * (nw - 0.5), ny - 1.5), 0.6))
-    add(skin - 40.0, *(_bezier_ribbon(p(nx + side * (nw - 0.8), ny - 2.8), p(nx + side * (nw + 1.2), ny + 1.2),
-                                      p(nx + side * nw * 0.35, ny + 2.2), 0.55) for side in sides))
+    add(
+        skin - 15.0,
+        _bezier_ribbon(
+            p(nx + shade * 2.3, ey + 2.0), p(nx + shade * 2.8, ny - 8.0), p(nx + shade * (nw - 0.5), ny - 1.5), 0.6
+        ),
+    )
+    add(
+        skin - 40.0,
+        *(
+            _bezier_ribbon(
+                p(nx + side * (nw - 0.8), ny - 2.8),
+                p(nx + side * (nw + 1.2), ny + 1.2),
+                p(nx + side * nw * 0.35, ny + 2.2),
+                0.55,
+            )
+            for side in sides
+        ),
+    )
     add(skin * 0.35, *(_ellipse(nx + side * nw * 0.5, ny + 1.4, 1.4, 0.85, side * 0.35) for side in sides))
     add(skin + 14.0, _ellipse(nx, ny - 0.6, 1.6, 1.1))
     keypoints["nose_tip"] = p(nx, ny)
@@ -326,8 +479,10 @@ def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
         """Upper and lower lid heights at eye parameter t (-1 inner corner .. 1 outer corner)."""
         t = np.clip(t, -1.0, 1.0)
         corner_line = _col(ey) - _col(tilt) * t
-        return (corner_line - _col(hu) * (1.0 - t * t) ** 0.7 * (1.0 - 0.12 * t),
-                corner_line + _col(hl) * (1.0 - t * t) ** 0.85)
+        return (
+            corner_line - _col(hu) * (1.0 - t * t) ** 0.7 * (1.0 - 0.12 * t),
+            corner_line + _col(hl) * (1.0 - t * t) ** 0.85,
+        )
 
     upper, lower = lids(_T)
     parts: list[list[np.ndarray]] = [[] for _ in range(7)]
@@ -347,13 +502,15 @@ def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
         keypoints[f"{name}_eye_center"] = p(px, ey)
         keypoints[f"{name}_eye_inner_corner"] = p(cx - side * ew, ey + tilt)
         keypoints[f"{name}_eye_outer_corner"] = p(cx + side * ew, ey - tilt)
-    for tone, polys in zip((f["sclera"], f["iris_c"], f["pupil_c"], 250.0, skin - 30.0, skin - 25.0,
-                            np.minimum(f["brow"], skin * 0.3)), parts):
+    for tone, polys in zip(
+        (f["sclera"], f["iris_c"], f["pupil_c"], 250.0, skin - 30.0, skin - 25.0, np.minimum(f["brow"], skin * 0.3)),
+        parts,
+    ):
         add(tone, *polys)
 
     # mouth: lips, the line between them, the open cavity and teeth
     smile, asym, gap = _col(f["smile"]), _col(f["asym"]), _col(f["mouth_open"])
-    y_left, y_right = _col(my) - smile - asym, _col(my) - smile + asym          # person's left = +x
+    y_left, y_right = _col(my) - smile - asym, _col(my) - smile + asym  # person's left = +x
     base = 1.0 - _T * _T
     mid = y_right + (y_left - y_right) * (_T + 1.0) / 2.0 + smile * base
     shape = base ** (1.0 - 0.5 * _col(f["mouth_round"]))
@@ -361,8 +518,8 @@ def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
     inner_up = mid - 0.38 * gap * shape - raise_
     inner_low = mid + 0.62 * gap * shape
     press = 1.0 - _col(f["lip_press"])
-    outer_up = inner_up - _col(f["tu"]) * press * base ** 0.55 * _BOW
-    outer_low = inner_low + _col(f["tl"]) * press * base ** 0.6
+    outer_up = inner_up - _col(f["tu"]) * press * base**0.55 * _BOW
+    outer_low = inner_low + _col(f["tl"]) * press * base**0.6
     xs = _col(mx) + _col(mw) * _T
     add(skin - f["lip_d"], _closed(xs, outer_up, outer_low))
     add(skin * 0.3, _ribbon(_xy(xs, (inner_up + inner_low) / 2.0), 0.45))
@@ -384,7 +541,7 @@ def _paint(canvases: np.ndarray, f: dict, size: int) -> np.ndarray:
     shapes, named = _face_shapes(f)
     points = np.stack([named[name] for name in KEYPOINT_NAMES], 1)
     cos, sin = np.cos(f["rot"]) * f["scale"], np.sin(f["rot"]) * f["scale"]
-    rotation_t = np.stack((np.stack((cos, sin), -1), np.stack((-sin, cos), -1)), 1)   # (n, 2, 2), transposed
+    rotation_t = np.stack((np.stack((cos, sin), -1), np.stack((-sin, cos), -1)), 1)  # (n, 2, 2), transposed
     # shift: random, but limited so that every keypoint stays inside the frame
     placed = points @ rotation_t + FACE_CENTRE
     low = KEYPOINT_MARGIN - placed.min(1)
@@ -436,7 +593,7 @@ def _downsample(canvas: np.ndarray) -> np.ndarray:
     """Average SUPERSAMPLE x SUPERSAMPLE blocks of a uint8 batch -> float32 batch."""
     rows = sum(canvas[:, k::SUPERSAMPLE, :].astype(np.uint16) for k in range(SUPERSAMPLE))
     blocks = sum(rows[:, :, k::SUPERSAMPLE] for k in range(SUPERSAMPLE))
-    return blocks.astype(np.float32) * np.float32(1.0 / SUPERSAMPLE ** 2)
+    return blocks.astype(np.float32) * np.float32(1.0 / SUPERSAMPLE**2)
 
 
 def _render(p: dict, size: int, rng: np.random.Generator, clean: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -458,6 +615,7 @@ def _render(p: dict, size: int, rng: np.random.Generator, clean: bool = False) -
 
 
 # --- public API -------------------------------------------------------------------------------
+
 
 def _check_count(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
@@ -513,7 +671,7 @@ def _pixel_text(images: np.ndarray) -> tuple[bytes, np.ndarray]:
     flat = images.reshape(len(images), -1)
     parts, ends, offset = [], [], 0
     for start in range(0, len(flat), CHUNK):
-        raw = _DIGITS[flat[start:start + CHUNK]].view(np.uint8)
+        raw = _DIGITS[flat[start : start + CHUNK]].view(np.uint8)
         keep = raw != 0
         row_ends = offset + np.cumsum(keep.sum(1))
         parts.append(raw[keep].tobytes())
@@ -528,7 +686,7 @@ def _rows(header: str, images: np.ndarray, prefixes: list[str], suffixes: list[s
     view = memoryview(text)
     pieces, start = [header.encode("ascii")], 0
     for prefix, end, suffix in zip(prefixes, ends.tolist(), suffixes):
-        pieces += (prefix.encode("ascii"), view[start:end - 1], suffix.encode("ascii"))
+        pieces += (prefix.encode("ascii"), view[start : end - 1], suffix.encode("ascii"))
         start = end
     return b"".join(pieces)
 
@@ -538,8 +696,10 @@ def _write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix == ".gz":
-            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                                                       compresslevel=GZIP_LEVEL) as out:
+            with (
+                open(tmp, "wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as out,
+            ):
                 out.write(data)
         else:
             tmp.write_bytes(data)

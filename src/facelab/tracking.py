@@ -67,11 +67,11 @@ from facelab.errors import FacelabError
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 # Version tags: what a test figure was measured on, and which model file a version is.
-TEST_SET_TAG = "facelab.test_set"          # sha256 (prefix) of the test arrays
-LABELS_TAG = "facelab.labels"              # the class list, or the keypoint names
-INPUT_SIZE_TAG = "facelab.input_size"      # e.g. 96x96
-FINGERPRINT_TAG = "facelab.fingerprint"    # hash of the three above
-MODEL_MD5_TAG = "facelab.model_md5"        # md5 of the models/*.keras file the version was logged from
+TEST_SET_TAG = "facelab.test_set"  # sha256 (prefix) of the test arrays
+LABELS_TAG = "facelab.labels"  # the class list, or the keypoint names
+INPUT_SIZE_TAG = "facelab.input_size"  # e.g. 96x96
+FINGERPRINT_TAG = "facelab.fingerprint"  # hash of the three above
+MODEL_MD5_TAG = "facelab.model_md5"  # md5 of the models/*.keras file the version was logged from
 DECISION_TAG = "champion_decision"
 FINGERPRINT_CHARS = 16
 # Champion rules (the decision tag names the one that applied).
@@ -116,8 +116,14 @@ def _is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` may pass by itself: a locked SQLite store, or a server that is (re)starting."""
     import requests
 
-    network = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-               requests.exceptions.RetryError, requests.exceptions.ChunkedEncodingError)
+    network = (
+        ConnectionError,
+        TimeoutError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        requests.exceptions.RetryError,
+        requests.exceptions.ChunkedEncodingError,
+    )
     for cause in _causes(exc):
         text = str(cause).lower()
         if isinstance(cause, network) or any(t in text for t in TRANSIENT_TEXT):
@@ -166,7 +172,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock_path = Path(uri[len("sqlite:///"):].split("?")[0] + ".lock")
+    lock_path = Path(uri[len("sqlite:///") :].split("?")[0] + ".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -210,8 +216,7 @@ def connect(experiment: str) -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path.cwd())
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path.cwd())
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -223,8 +228,11 @@ def run_tags(stage: str) -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
         tags["git_commit"] = commit
-    for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev"),
-                     ("DVC_STAGE", "dvc.stage")):
+    for env, tag in (
+        ("DVC_EXP_NAME", "dvc.exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev"),
+        ("DVC_STAGE", "dvc.stage"),
+    ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
@@ -352,7 +360,7 @@ def log_params(params: dict) -> None:
     flat = {k: ("null" if v is None else v) for k, v in flatten(params).items()}
     items = list(flat.items())
     for i in range(0, len(items), 90):  # MLflow takes at most 100 params a batch
-        chunk = dict(items[i:i + 90])
+        chunk = dict(items[i : i + 90])
         retry(lambda: mlflow.log_params(chunk), "log params")
 
 
@@ -384,8 +392,15 @@ def epoch_logger():
 
 # --- registry --------------------------------------------------------------------------------
 
-def log_and_register_keras(model, name: str, input_example, description: str = "",
-                           tags: dict[str, Any] | None = None, model_md5: str | None = None) -> dict[str, Any]:
+
+def log_and_register_keras(
+    model,
+    name: str,
+    input_example,
+    description: str = "",
+    tags: dict[str, Any] | None = None,
+    model_md5: str | None = None,
+) -> dict[str, Any]:
     """Log ``model`` to the active run with a signature, register it, alias it ``candidate``.
 
     ``model_md5``: the md5 of the ``models/*.keras`` file the model was saved to (tag
@@ -397,14 +412,24 @@ def log_and_register_keras(model, name: str, input_example, description: str = "
     prediction = model(input_example, training=False)
     signature = infer_signature(input_example, prediction.numpy())
     # No input_example: MLflow 3.17's Keras flavour fails to write it (its folder does not exist yet).
-    info = retry(lambda: mlflow.keras.log_model(
-        model, name="model", signature=signature,
-        pip_requirements=pinned_requirements(KERAS_REQUIREMENTS) or ["keras", "tensorflow"]), "log model")
+    info = retry(
+        lambda: mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=signature,
+            pip_requirements=pinned_requirements(KERAS_REQUIREMENTS) or ["keras", "tensorflow"],
+        ),
+        "log model",
+    )
     tags = {**(tags or {}), **({MODEL_MD5_TAG: model_md5} if model_md5 else {})}
     version = register_version(info.model_uri, name, tags, description)
     retry(lambda: MlflowClient().set_registered_model_alias(name, CANDIDATE, version.version), "alias candidate")
-    return {"name": name, "version": int(version.version), "run_id": mlflow.active_run().info.run_id,
-            "model_uri": info.model_uri}
+    return {
+        "name": name,
+        "version": int(version.version),
+        "run_id": mlflow.active_run().info.run_id,
+        "model_uri": info.model_uri,
+    }
 
 
 def register_version(model_uri: str, name: str, tags: dict[str, Any] | None = None, description: str = ""):
@@ -491,8 +516,9 @@ def _metric_value(tags: dict[str, str], metric: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def choose_champion(versions: dict[int, dict[str, str]], fingerprint: str, metric: str,
-                    higher_is_better: bool) -> int | None:
+def choose_champion(
+    versions: dict[int, dict[str, str]], fingerprint: str, metric: str, higher_is_better: bool
+) -> int | None:
     """The champion as a pure function of the versions' tags: the best ``metric`` among the versions
     measured on ``fingerprint``, ties to the newer version; None when none qualifies."""
     best_key, best = None, None
@@ -508,13 +534,16 @@ def choose_champion(versions: dict[int, dict[str, str]], fingerprint: str, metri
 
 def _version_tags(name: str, fingerprint: str) -> dict[int, dict[str, str]]:
     client = MlflowClient()
-    found = retry(lambda: client.search_model_versions(
-        f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"), "search versions")
+    found = retry(
+        lambda: client.search_model_versions(f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"),
+        "search versions",
+    )
     return {int(v.version): dict(v.tags) for v in found}
 
 
-def _settle_champion(name: str, fingerprint: str, metric: str,
-                     higher_is_better: bool) -> tuple[int | None, dict[int, dict[str, str]]]:
+def _settle_champion(
+    name: str, fingerprint: str, metric: str, higher_is_better: bool
+) -> tuple[int | None, dict[int, dict[str, str]]]:
     """Point ``champion`` at ``choose_champion`` of the tags as stored now (only when it differs).
 
     Returns the chosen version and the tags it was chosen from."""
@@ -533,8 +562,15 @@ def _what_changed(new: dict[str, str], old: dict[str, str]) -> str:
     return ", ".join(changed) if changed else "fingerprint"
 
 
-def promote(name: str, version: int, metric: str, value: float, higher_is_better: bool, task: dict[str, str],
-            queued: bool = False) -> dict:
+def promote(
+    name: str,
+    version: int,
+    metric: str,
+    value: float,
+    higher_is_better: bool,
+    task: dict[str, str],
+    queued: bool = False,
+) -> dict:
     """Tag ``version`` with its test figure and what it was measured on, then apply the champion rules.
 
     The rules (see the module docstring): same fingerprint as the champion -> by the number, no worse
@@ -561,9 +597,11 @@ def promote(name: str, version: int, metric: str, value: float, higher_is_better
 
     if rule == RULE_QUEUED:
         champion = previous
-        reason = (f"a queued experiment may not change the task ({_what_changed(task, current_tags)} differ "
-                  f"from champion v{previous}'s): apply it (dvc exp apply <name>) and run dvc repro in "
-                  "your workspace to make its model champion")
+        reason = (
+            f"a queued experiment may not change the task ({_what_changed(task, current_tags)} differ "
+            f"from champion v{previous}'s): apply it (dvc exp apply <name>) and run dvc repro in "
+            "your workspace to make its model champion"
+        )
     else:
         _settle_champion(name, fingerprint, metric, higher_is_better)
         # Once more after our own write: a promotion racing ours may have tagged its version meanwhile.
@@ -571,16 +609,34 @@ def promote(name: str, version: int, metric: str, value: float, higher_is_better
         champion_value = _metric_value(versions.get(champion, {}), metric)
         reason = _reason(rule, version, champion, champion_value, metric, value, current_tags, task, previous)
     promoted = champion == version
-    decision = {"model": name, "version": version, "promoted": promoted, "rule": rule, "reason": reason,
-                "metric": metric, "value": value, "fingerprint": fingerprint, "previous_champion": previous,
-                "champion": champion}
+    decision = {
+        "model": name,
+        "version": version,
+        "promoted": promoted,
+        "rule": rule,
+        "reason": reason,
+        "metric": metric,
+        "value": value,
+        "fingerprint": fingerprint,
+        "previous_champion": previous,
+        "champion": champion,
+    }
     verdict = "promoted" if promoted else "kept out"
     tag_version(name, version, {DECISION_TAG: f"{verdict} ({rule}): {reason}"})
     return decision
 
 
-def _reason(rule: str, version: int, champion: int | None, champion_value: float | None, metric: str,
-            value: float, current_tags: dict[str, str], task: dict[str, str], previous: int | None) -> str:
+def _reason(
+    rule: str,
+    version: int,
+    champion: int | None,
+    champion_value: float | None,
+    metric: str,
+    value: float,
+    current_tags: dict[str, str],
+    task: dict[str, str],
+    previous: int | None,
+) -> str:
     if champion is None:
         return f"{metric} {value!r} is not a finite number"
     if champion != version:
@@ -589,8 +645,10 @@ def _reason(rule: str, version: int, champion: int | None, champion_value: float
     if rule == RULE_FIRST:
         return "no champion yet"
     if rule == RULE_TASK_CHANGED:
-        return (f"measured on another task than champion v{previous} ({_what_changed(task, current_tags)} "
-                "changed): not compared by number")
+        return (
+            f"measured on another task than champion v{previous} ({_what_changed(task, current_tags)} "
+            "changed): not compared by number"
+        )
     old = _metric_value(current_tags, metric)
     if previous == version:
         return "already champion"
@@ -602,8 +660,9 @@ def _reason(rule: str, version: int, champion: int | None, champion_value: float
 def version_by_model_md5(name: str, md5: str):
     """The newest version of ``name`` tagged with the md5 of its .keras file (what dvc.lock records), or None."""
     client = MlflowClient()
-    found = retry(lambda: client.search_model_versions(f"name = '{name}' and tags.`{MODEL_MD5_TAG}` = '{md5}'"),
-                  "search versions")
+    found = retry(
+        lambda: client.search_model_versions(f"name = '{name}' and tags.`{MODEL_MD5_TAG}` = '{md5}'"), "search versions"
+    )
     return max(found, key=lambda v: int(v.version), default=None)
 
 

@@ -48,7 +48,7 @@ def _write_history(history: dict, path: Path) -> pd.DataFrame:
 def log_split(name: str, path: Path, split: dict[str, np.ndarray], context: str) -> str:
     """A data split as an MLflow dataset of the active run (digest = hash of its arrays); returns the digest."""
     targets = split["keypoints"] if "keypoints" in split else split["labels"]
-    digest = artifacts.arrays_digest(split["images"], targets)[:tracking.FINGERPRINT_CHARS]
+    digest = artifacts.arrays_digest(split["images"], targets)[: tracking.FINGERPRINT_CHARS]
     tracking.log_dataset(name, split["images"], targets, context, str(path), digest)
     return digest
 
@@ -68,23 +68,44 @@ def _stage_run(stage: str, logged: dict, params: dict, chief: bool, splits: dict
         yield
 
 
-def _datasets(strategy, images: tuple[np.ndarray, np.ndarray], targets: tuple[np.ndarray, np.ndarray],
-              batch_size: int, seed: int, **train_options):
+def _datasets(
+    strategy,
+    images: tuple[np.ndarray, np.ndarray],
+    targets: tuple[np.ndarray, np.ndarray],
+    batch_size: int,
+    seed: int,
+    **train_options,
+):
     """(train, val) datasets of global batches, sharded by data across workers; with several replicas the
     validation set leaves out its last ``len % replicas`` faces (``devices.evenly_split``)."""
     batch = devices.global_batch_size(batch_size, strategy)
     train_ds = training.make_dataset(images[0], targets[0], batch, shuffle=True, seed=seed, **train_options)
     kept = devices.evenly_split(len(images[1]), strategy)
     if not kept:
-        raise FacelabError(f"{len(images[1])} validation faces cannot be split over "
-                           f"{strategy.num_replicas_in_sync} replicas")
+        raise FacelabError(
+            f"{len(images[1])} validation faces cannot be split over {strategy.num_replicas_in_sync} replicas"
+        )
     val_ds = training.make_dataset(images[1][:kept], targets[1][:kept], batch, shuffle=False, seed=seed)
     return devices.shard_by_data(train_ds, strategy), devices.shard_by_data(val_ds, strategy)
 
 
-def _train(stage: str, params: dict, strategy, model: keras.Model, loss, metrics: list, train_ds, val_ds,
-           n_train: int, policy: str, model_path: Path, registered_name: str, input_example: np.ndarray,
-           description: str, tags: dict | None = None) -> tuple[keras.Model, dict, pd.DataFrame | None]:
+def _train(
+    stage: str,
+    params: dict,
+    strategy,
+    model: keras.Model,
+    loss,
+    metrics: list,
+    train_ds,
+    val_ds,
+    n_train: int,
+    policy: str,
+    model_path: Path,
+    registered_name: str,
+    input_example: np.ndarray,
+    description: str,
+    tags: dict | None = None,
+) -> tuple[keras.Model, dict, pd.DataFrame | None]:
     cfg = params[stage]
     chief = devices.is_chief(strategy)
     batch = devices.global_batch_size(cfg["batch_size"], strategy)
@@ -92,22 +113,38 @@ def _train(stage: str, params: dict, strategy, model: keras.Model, loss, metrics
     steps_per_epoch = max(1, per_epoch // batch)
     lr = devices.scaled_learning_rate(cfg["lr"], strategy)
     with strategy.scope():
-        model.compile(optimizer=training.make_optimizer(lr, cfg["lr_schedule"], cfg["weight_decay"],
-                                                        cfg["epochs"] * steps_per_epoch, cfg["optimizer"]),
-                      loss=loss, metrics=metrics)
+        model.compile(
+            optimizer=training.make_optimizer(
+                lr, cfg["lr_schedule"], cfg["weight_decay"], cfg["epochs"] * steps_per_epoch, cfg["optimizer"]
+            ),
+            loss=loss,
+            metrics=metrics,
+        )
     if chief:
         tracking.log_params({"devices": {**devices.describe(strategy), "global_batch_size": batch, "lr": lr}})
         if strategy.num_replicas_in_sync > 1:
-            print(f"[{stage}] {devices.describe(strategy)['strategy']}: {strategy.num_replicas_in_sync} replicas, "
-                  f"global batch {batch}, learning rate {lr:g}", flush=True)
+            print(
+                f"[{stage}] {devices.describe(strategy)['strategy']}: {strategy.num_replicas_in_sync} replicas, "
+                f"global batch {batch}, learning rate {lr:g}",
+                flush=True,
+            )
     folder = devices.worker_folder(training.run_folder(stage, {"params": params, "n_train": n_train}), chief)
     started = time.perf_counter()
     try:
         best, history, progress = training.fit(
-            model, train_ds, val_ds, epochs=cfg["epochs"], steps_per_epoch=steps_per_epoch,
-            images_per_epoch=per_epoch, folder=folder,
-            resume=cfg["resume"], label=stage, early_stopping_patience=cfg["early_stopping_patience"],
-            callbacks=[tracking.epoch_logger()] if chief else [], show_progress=chief)
+            model,
+            train_ds,
+            val_ds,
+            epochs=cfg["epochs"],
+            steps_per_epoch=steps_per_epoch,
+            images_per_epoch=per_epoch,
+            folder=folder,
+            resume=cfg["resume"],
+            label=stage,
+            early_stopping_patience=cfg["early_stopping_patience"],
+            callbacks=[tracking.epoch_logger()] if chief else [],
+            show_progress=chief,
+        )
     finally:
         devices.release_worker_folder(folder, chief)
     if not chief:
@@ -117,14 +154,23 @@ def _train(stage: str, params: dict, strategy, model: keras.Model, loss, metrics
     save_model(served, model_path)
     frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
     best_row = frame.loc[frame["val_loss"].idxmin()]
-    summary = {"best_epoch": int(best_row["epoch"]), "epochs_run": int(len(frame)),
-               "best_val_loss": float(best_row["val_loss"]), "precision": policy}
+    summary = {
+        "best_epoch": int(best_row["epoch"]),
+        "epochs_run": int(len(frame)),
+        "best_val_loss": float(best_row["val_loss"]),
+        "precision": policy,
+    }
     # Timings differ on every run: MLflow only, never the git-tracked metrics.
-    tracking.log_metrics({"final.train_seconds": round(seconds, 1),
-                          "final.images_per_second": round(float(np.median(progress.images_per_second)), 1)})
+    tracking.log_metrics(
+        {
+            "final.train_seconds": round(seconds, 1),
+            "final.images_per_second": round(float(np.median(progress.images_per_second)), 1),
+        }
+    )
     averaged = f"; test-time averaging: flip {cfg['tta']['flip']}, shift {cfg['tta']['shift_px']} px"
-    tracking.log_and_register_keras(served, registered_name, input_example, description + averaged, tags,
-                                    model_md5=artifacts.file_md5(model_path))
+    tracking.log_and_register_keras(
+        served, registered_name, input_example, description + averaged, tags, model_md5=artifacts.file_md5(model_path)
+    )
     tracking.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
     training.finish_run(folder)
     return best, summary, frame
@@ -133,28 +179,43 @@ def _train(stage: str, params: dict, strategy, model: keras.Model, loss, metrics
 def run_keypoints(params: dict) -> dict:
     cfg = params["train_keypoints"]
     seed = params["seed"]
-    strategy = devices.training_strategy()   # first: a multi-worker strategy must exist before any TF op
+    strategy = devices.training_strategy()  # first: a multi-worker strategy must exist before any TF op
     chief = devices.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     files = artifacts.stage_files("train_keypoints")
     train = artifacts.load_split(files["keypoints_train"])
     val = artifacts.load_split(files["keypoints_val"])
     logged = {"seed": seed, "train_keypoints": cfg, "data.keypoints.missing": params["data"]["keypoints"]["missing"]}
-    splits = {"keypoints_train": (files["keypoints_train"], train, "training"),
-              "keypoints_val": (files["keypoints_val"], val, "validation")}
+    splits = {
+        "keypoints_train": (files["keypoints_train"], train, "training"),
+        "keypoints_val": (files["keypoints_val"], val, "validation"),
+    }
     with _stage_run("train_keypoints", logged, params, chief, splits):
         policy = devices.set_precision(cfg["precision"])
         with strategy.scope():
-            model = build_keypoint_model(KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"],
-                                         dropout=cfg["dropout"], head=cfg["head"])
-        train_ds, val_ds = _datasets(strategy, (train["images"], val["images"]),
-                                     (train["keypoints"], val["keypoints"]), cfg["batch_size"], seed)
+            model = build_keypoint_model(
+                KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"], dropout=cfg["dropout"], head=cfg["head"]
+            )
+        train_ds, val_ds = _datasets(
+            strategy, (train["images"], val["images"]), (train["keypoints"], val["keypoints"]), cfg["batch_size"], seed
+        )
         example = val["images"][:2, :, :, None].astype(np.float32)
-        _, summary, frame = _train("train_keypoints", params, strategy, model,
-                                   training.KEYPOINT_LOSSES[cfg["loss"]], [training.masked_mse], train_ds,
-                                   val_ds, len(train["images"]), policy, KEYPOINT_MODEL,
-                                   params["tracking"]["keypoints_model"], example,
-                                   "ResNet-18 facial keypoints: 96x96 grayscale (0-255) -> 30 pixel coordinates")
+        _, summary, frame = _train(
+            "train_keypoints",
+            params,
+            strategy,
+            model,
+            training.KEYPOINT_LOSSES[cfg["loss"]],
+            [training.masked_mse],
+            train_ds,
+            val_ds,
+            len(train["images"]),
+            policy,
+            KEYPOINT_MODEL,
+            params["tracking"]["keypoints_model"],
+            example,
+            "ResNet-18 facial keypoints: 96x96 grayscale (0-255) -> 30 pixel coordinates",
+        )
         if not chief:
             return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]
@@ -178,7 +239,7 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray
 def run_emotion(params: dict) -> dict:
     cfg = params["train_emotion"]
     seed = params["seed"]
-    strategy = devices.training_strategy()   # first: a multi-worker strategy must exist before any TF op
+    strategy = devices.training_strategy()  # first: a multi-worker strategy must exist before any TF op
     chief = devices.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     files = artifacts.stage_files("train_emotion")
@@ -186,29 +247,59 @@ def run_emotion(params: dict) -> dict:
     val = artifacts.load_split(files["emotion_val"])
     classes = [str(c) for c in train["classes"]]
     num_classes = len(classes)
-    logged = {"seed": seed, "train_emotion": cfg, "augment.emotion": params["augment"]["emotion"],
-              "data.emotion.classes": ",".join(classes)}
-    splits = {"emotion_train": (files["emotion_train"], train, "training"),
-              "emotion_val": (files["emotion_val"], val, "validation")}
+    logged = {
+        "seed": seed,
+        "train_emotion": cfg,
+        "augment.emotion": params["augment"]["emotion"],
+        "data.emotion.classes": ",".join(classes),
+    }
+    splits = {
+        "emotion_train": (files["emotion_train"], train, "training"),
+        "emotion_val": (files["emotion_val"], val, "validation"),
+    }
     with _stage_run("train_emotion", logged, params, chief, splits):
         policy = devices.set_precision(cfg["precision"])
         input_size = int(train["images"].shape[1])
         with strategy.scope():
-            model = build_emotion_model(num_classes, input_size=input_size, image_size=cfg["image_size"],
-                                        width=cfg["width"], stem=cfg["stem"], dropout=cfg["dropout"])
+            model = build_emotion_model(
+                num_classes,
+                input_size=input_size,
+                image_size=cfg["image_size"],
+                width=cfg["width"],
+                stem=cfg["stem"],
+                dropout=cfg["dropout"],
+            )
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
         augmenter = emotion_augmenter(seed=seed, **params["augment"]["emotion"])
-        train_ds, val_ds = _datasets(strategy, (train["images"], val["images"]),
-                                     (one_hot[train["labels"]], one_hot[val["labels"]]), cfg["batch_size"], seed,
-                                     augmenter=augmenter, sample_weights=weights[train["labels"]])
+        train_ds, val_ds = _datasets(
+            strategy,
+            (train["images"], val["images"]),
+            (one_hot[train["labels"]], one_hot[val["labels"]]),
+            cfg["batch_size"],
+            seed,
+            augmenter=augmenter,
+            sample_weights=weights[train["labels"]],
+        )
         example = val["images"][:2, :, :, None].astype(np.float32)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
-        _, summary, frame = _train("train_emotion", params, strategy, model, loss, ["accuracy"], train_ds, val_ds,
-                                   len(train["images"]), policy, EMOTION_MODEL, params["tracking"]["emotion_model"],
-                                   example, f"ResNet-18 emotion: {input_size}x{input_size} grayscale (0-255) -> "
-                                            f"probabilities of {', '.join(classes)}",
-                                   tags={"classes": ",".join(classes)})
+        _, summary, frame = _train(
+            "train_emotion",
+            params,
+            strategy,
+            model,
+            loss,
+            ["accuracy"],
+            train_ds,
+            val_ds,
+            len(train["images"]),
+            policy,
+            EMOTION_MODEL,
+            params["tracking"]["emotion_model"],
+            example,
+            f"ResNet-18 emotion: {input_size}x{input_size} grayscale (0-255) -> probabilities of {', '.join(classes)}",
+            tags={"classes": ",".join(classes)},
+        )
         if not chief:
             return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]

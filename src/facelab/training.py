@@ -29,6 +29,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # --- losses ---------------------------------------------------------------------------------
 
+
 def _masked_errors(y_true, y_pred):
     """(|error| per coordinate with missing ones zeroed, count of present coordinates per face)."""
     y_true = keras.ops.cast(y_true, y_pred.dtype)
@@ -52,7 +53,7 @@ def masked_l1(y_true, y_pred):
     return keras.ops.sum(error, axis=-1) / count
 
 
-WING_WIDTH, WING_CURVATURE = 10.0, 2.0   # pixels (Feng et al., CVPR 2018, on 128 px faces)
+WING_WIDTH, WING_CURVATURE = 10.0, 2.0  # pixels (Feng et al., CVPR 2018, on 128 px faces)
 
 
 @keras.saving.register_keras_serializable(package="facelab")
@@ -70,13 +71,21 @@ KEYPOINT_LOSSES = {"mse": masked_mse, "l1": masked_l1, "wing": masked_wing}
 
 # --- input pipelines ------------------------------------------------------------------------
 
+
 def _as_float_images(images):
     return tf.expand_dims(tf.cast(images, tf.float32), -1)
 
 
-def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, shuffle: bool,
-                 seed: int, augmenter: Callable | None = None,
-                 sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+def make_dataset(
+    images: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    augmenter: Callable | None = None,
+    sample_weights: np.ndarray | None = None,
+) -> tf.data.Dataset:
     """uint8 (N, H, W) images + targets -> batches of float32 (B, H, W, 1) 0-255 pixels.
 
     Images stay uint8 in memory until the batch is made; augmentation runs on whole batches, one
@@ -100,7 +109,7 @@ def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, sh
             x = augmenter(x, training=True)
         return (x, *rest)
 
-    return ds.map(to_model_input).prefetch(AUTOTUNE)   # sequential: reproducible random draws
+    return ds.map(to_model_input).prefetch(AUTOTUNE)  # sequential: reproducible random draws
 
 
 def images_per_epoch(n_images: int, batch_size: int) -> int:
@@ -109,6 +118,7 @@ def images_per_epoch(n_images: int, batch_size: int) -> int:
 
 
 # --- optimiser ------------------------------------------------------------------------------
+
 
 @keras.saving.register_keras_serializable(package="facelab")
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
@@ -131,14 +141,16 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 SGD_MOMENTUM = 0.9
 
 
-def make_optimizer(lr: float, schedule: str, weight_decay: float, steps: int,
-                   optimizer: str = "adamw") -> keras.optimizers.Optimizer:
+def make_optimizer(
+    lr: float, schedule: str, weight_decay: float, steps: int, optimizer: str = "adamw"
+) -> keras.optimizers.Optimizer:
     """AdamW (Adam without decay) or SGD with Nesterov momentum, on a constant, cosine or one-cycle rate."""
     rate = lr
     if schedule == "cosine":
         warmup = max(1, steps // 20)
-        rate = keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=max(1, steps - warmup),
-                                                      warmup_target=lr, warmup_steps=warmup, alpha=0.01)
+        rate = keras.optimizers.schedules.CosineDecay(
+            lr * 0.1, decay_steps=max(1, steps - warmup), warmup_target=lr, warmup_steps=warmup, alpha=0.01
+        )
     elif schedule == "onecycle":
         rate = OneCycle(lr, steps)
     if optimizer == "sgd":
@@ -149,6 +161,7 @@ def make_optimizer(lr: float, schedule: str, weight_decay: float, steps: int,
 
 
 # --- the fit loop ---------------------------------------------------------------------------
+
 
 class ProgressWithEta(keras.callbacks.Callback):
     """One line per epoch: epoch i/n, the logs, images/s and the time left."""
@@ -176,8 +189,11 @@ class ProgressWithEta(keras.callbacks.Callback):
         if not self.show:
             return
         shown = " ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items() if k != "learning_rate")
-        print(f"[{self.label}] epoch {epoch + 1}/{self.epochs} {shown} "
-              f"{self.images_per_second[-1]:.0f} img/s, ETA {eta / 60:.1f} min", flush=True)
+        print(
+            f"[{self.label}] epoch {epoch + 1}/{self.epochs} {shown} "
+            f"{self.images_per_second[-1]:.0f} img/s, ETA {eta / 60:.1f} min",
+            flush=True,
+        )
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -193,7 +209,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: Path):
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True)
         self.folder = Path(backup_dir)
-        self.saved: tuple[int | None, Path | None] = (None, None)   # (epoch, weights file) of the last save
+        self.saved: tuple[int | None, Path | None] = (None, None)  # (epoch, weights file) of the last save
 
     def _load_model(self):
         state_path = self.folder / self.STATE
@@ -244,7 +260,7 @@ class BestWeights(keras.callbacks.Callback):
             if saved_epoch == epoch + 1:
                 try:
                     os.link(saved_path, tmp)
-                except OSError:              # no hard links on this file system
+                except OSError:  # no hard links on this file system
                     shutil.copyfile(saved_path, tmp)
             else:
                 self.model.save_weights(tmp)
@@ -257,10 +273,21 @@ def run_folder(stage: str, settings: dict) -> Path:
     return workspace_root() / CHECKPOINTS_DIR / f"{stage}-{digest}"
 
 
-def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, *, epochs: int,
-        steps_per_epoch: int, images_per_epoch: int, folder: Path, resume: bool, label: str,
-        early_stopping_patience: int = 0, callbacks: Sequence[keras.callbacks.Callback] = (),
-        show_progress: bool = True) -> tuple[keras.Model, dict, ProgressWithEta]:
+def fit(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    images_per_epoch: int,
+    folder: Path,
+    resume: bool,
+    label: str,
+    early_stopping_patience: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    show_progress: bool = True,
+) -> tuple[keras.Model, dict, ProgressWithEta]:
     """Train ``model`` and return (best model by val_loss, history of every epoch, progress).
 
     ``train_ds`` (one pass = one epoch of ``steps_per_epoch`` batches) is repeated and read through
@@ -287,11 +314,18 @@ def fit(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset, 
     ]
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
-    model.fit(train_ds.repeat(), steps_per_epoch=steps_per_epoch, validation_data=val_ds, epochs=epochs,
-              verbose=0, shuffle=False, callbacks=all_callbacks)
+    model.fit(
+        train_ds.repeat(),
+        steps_per_epoch=steps_per_epoch,
+        validation_data=val_ds,
+        epochs=epochs,
+        verbose=0,
+        shuffle=False,
+        callbacks=all_callbacks,
+    )
     best = model
     if best_path.exists():
-        best = keras.Model.from_config(model.get_config())   # the same layers, uncompiled: no optimizer state
+        best = keras.Model.from_config(model.get_config())  # the same layers, uncompiled: no optimizer state
         best.load_weights(best_path)
     history = pd.read_csv(folder / "history.csv").drop_duplicates("epoch", keep="last")
     return best, {col: history[col].tolist() for col in history.columns}, progress

@@ -102,8 +102,13 @@ class TtaAverage(keras.layers.Layer):
         return (None, input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "views": [list(v) for v in self.views], "task": self.task,
-                "width": self.width, "permutation": self.permutation}
+        return {
+            **super().get_config(),
+            "views": [list(v) for v in self.views],
+            "task": self.task,
+            "width": self.width,
+            "permutation": self.permutation,
+        }
 
 
 def wrap(model: keras.Model, task: str, flip: bool, shift_px: int) -> keras.Model:

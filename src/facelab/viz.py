@@ -23,9 +23,16 @@ def _save(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
-def face_grid(path: str | Path, images: np.ndarray, *, keypoints: np.ndarray | None = None,
-              predicted: np.ndarray | None = None, titles: Sequence[str] | None = None,
-              columns: int = 4, suptitle: str = "") -> None:
+def face_grid(
+    path: str | Path,
+    images: np.ndarray,
+    *,
+    keypoints: np.ndarray | None = None,
+    predicted: np.ndarray | None = None,
+    titles: Sequence[str] | None = None,
+    columns: int = 4,
+    suptitle: str = "",
+) -> None:
     """A grid of grayscale faces, optional true (green) and predicted (red) keypoints, and titles."""
     n = len(images)
     columns = max(1, min(columns, n))
@@ -47,8 +54,9 @@ def face_grid(path: str | Path, images: np.ndarray, *, keypoints: np.ndarray | N
     _save(fig, path)
 
 
-def emotion_samples(path: str | Path, images: np.ndarray, labels: np.ndarray, classes: Sequence[str],
-                    per_class: int = 6) -> None:
+def emotion_samples(
+    path: str | Path, images: np.ndarray, labels: np.ndarray, classes: Sequence[str], per_class: int = 6
+) -> None:
     """Sample faces of each class (one row each) and a bar chart of the class counts."""
     counts = np.bincount(labels, minlength=len(classes))
     fig = plt.figure(figsize=(1.4 * per_class + 4, 1.4 * len(classes)))

@@ -12,7 +12,7 @@ def _dot_faces(points: np.ndarray, size: int = 96) -> np.ndarray:
     images = np.zeros((len(points), size, size), np.uint8)
     for i, face in enumerate(points.reshape(len(points), -1, 2)):
         for x, y in np.round(face).astype(int):
-            images[i, y - 1:y + 2, x - 1:x + 2] = 255
+            images[i, y - 1 : y + 2, x - 1 : x + 2] = 255
     return images
 
 
@@ -31,12 +31,12 @@ def test_flip_permutation_swaps_every_left_right_pair():
 def test_flip_mirrors_x_and_swaps_names():
     points = np.zeros((1, 30), np.float32)
     left_eye, right_eye = KEYPOINT_NAMES.index("left_eye_center"), KEYPOINT_NAMES.index("right_eye_center")
-    points[0, 2 * left_eye:2 * left_eye + 2] = (66, 40)
-    points[0, 2 * right_eye:2 * right_eye + 2] = (30, 38)
+    points[0, 2 * left_eye : 2 * left_eye + 2] = (66, 40)
+    points[0, 2 * right_eye : 2 * right_eye + 2] = (30, 38)
     flipped = flip_keypoints(points, 96)
     # the person's left eye of the flipped face is where the right eye was, mirrored
-    assert tuple(flipped[0, 2 * left_eye:2 * left_eye + 2]) == (95 - 30, 38)
-    assert tuple(flipped[0, 2 * right_eye:2 * right_eye + 2]) == (95 - 66, 40)
+    assert tuple(flipped[0, 2 * left_eye : 2 * left_eye + 2]) == (95 - 30, 38)
+    assert tuple(flipped[0, 2 * right_eye : 2 * right_eye + 2]) == (95 - 66, 40)
     np.testing.assert_allclose(flip_keypoints(flipped, 96), points)
 
 
@@ -55,20 +55,22 @@ def test_rotation_and_shift_move_keypoints_with_the_pixels(seed):
     rng = np.random.default_rng(seed)
     points = rng.uniform(25, 70, size=(4, 30)).astype(np.float32)
     images = _dot_faces(points)
-    out_images, out_points = augment_keypoint_faces(images, points, rng, flip=True, rotation_deg=15, shift_px=5,
-                                                    scale=0.1, brightness=0.0)
+    out_images, out_points = augment_keypoint_faces(
+        images, points, rng, flip=True, rotation_deg=15, shift_px=5, scale=0.1, brightness=0.0
+    )
     assert not np.allclose(out_points, points)
     for image, face in zip(out_images, out_points.reshape(4, -1, 2)):
         for x, y in np.round(face).astype(int):
-            assert image[y - 1:y + 2, x - 1:x + 2].max() > 100, "a moved keypoint left its dot"
+            assert image[y - 1 : y + 2, x - 1 : x + 2].max() > 100, "a moved keypoint left its dot"
 
 
 def test_brightness_keeps_keypoints_and_changes_pixels():
     rng = np.random.default_rng(0)
     points = rng.uniform(25, 70, size=(2, 30)).astype(np.float32)
     images = np.full((2, 96, 96), 120, np.uint8)
-    out_images, out_points = augment_keypoint_faces(images, points, rng, flip=False, rotation_deg=0, shift_px=0,
-                                                    scale=0, brightness=0.5)
+    out_images, out_points = augment_keypoint_faces(
+        images, points, rng, flip=False, rotation_deg=0, shift_px=0, scale=0, brightness=0.5
+    )
     np.testing.assert_array_equal(out_points, points)
     assert not np.array_equal(out_images, images)
 
@@ -77,6 +79,7 @@ def test_missing_keypoints_stay_missing():
     rng = np.random.default_rng(0)
     points = rng.uniform(25, 70, size=(2, 30)).astype(np.float32)
     points[0, 4:8] = np.nan
-    _, out_points = augment_keypoint_faces(np.zeros((2, 96, 96), np.uint8), points, rng, flip=True, rotation_deg=10,
-                                           shift_px=3, scale=0.05, brightness=0.1)
+    _, out_points = augment_keypoint_faces(
+        np.zeros((2, 96, 96), np.uint8), points, rng, flip=True, rotation_deg=10, shift_px=3, scale=0.05, brightness=0.1
+    )
     assert np.isnan(out_points).sum() == 4

@@ -17,18 +17,21 @@ def test_the_committed_params_are_valid():
     validate_params(copy.deepcopy(DEFAULT))
 
 
-@pytest.mark.parametrize("dotted, value, expected", [
-    ("train_keypoints.lr", "fast", "train_keypoints.lr"),
-    ("train_keypoints.epochs", 0, "train_keypoints.epochs"),
-    ("train_emotion.dropout", 1.5, "train_emotion.dropout"),
-    ("data.emotion.classes", ["anger", "boredom"], "boredom"),
-    ("data.keypoints.missing", "guess", "data.keypoints.missing"),
-    ("train_keypoints.resume", "yes", "train_keypoints.resume"),
-    ("train_emotion.width", 8, "a multiple of 16"),     # oneDNN's kernels crash on narrower nets
-    ("train_keypoints.width", 40, "train_keypoints.width"),
-    ("train_emotion.tta.shift_px", -1, "train_emotion.tta.shift_px"),
-    ("train_keypoints.tta.flip", "yes", "train_keypoints.tta.flip"),
-])
+@pytest.mark.parametrize(
+    "dotted, value, expected",
+    [
+        ("train_keypoints.lr", "fast", "train_keypoints.lr"),
+        ("train_keypoints.epochs", 0, "train_keypoints.epochs"),
+        ("train_emotion.dropout", 1.5, "train_emotion.dropout"),
+        ("data.emotion.classes", ["anger", "boredom"], "boredom"),
+        ("data.keypoints.missing", "guess", "data.keypoints.missing"),
+        ("train_keypoints.resume", "yes", "train_keypoints.resume"),
+        ("train_emotion.width", 8, "a multiple of 16"),  # oneDNN's kernels crash on narrower nets
+        ("train_keypoints.width", 40, "train_keypoints.width"),
+        ("train_emotion.tta.shift_px", -1, "train_emotion.tta.shift_px"),
+        ("train_keypoints.tta.flip", "yes", "train_keypoints.tta.flip"),
+    ],
+)
 def test_bad_parameters_are_named(dotted, value, expected):
     params = copy.deepcopy(DEFAULT)
     node = params
@@ -84,6 +87,6 @@ def test_queued_experiment_copies_resolve_to_the_user_workspace(tmp_path, monkey
     monkeypatch.chdir(copy_root)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     assert workspace_root() == tmp_path / "repo"
-    assert in_queued_experiment()   # its runs may not change the champion's task
+    assert in_queued_experiment()  # its runs may not change the champion's task
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "elsewhere"))
     assert workspace_root() == (tmp_path / "elsewhere").resolve()

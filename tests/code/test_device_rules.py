@@ -10,13 +10,16 @@ tf = pytest.importorskip("tensorflow")
 from facelab import devices  # noqa: E402
 
 
-@pytest.mark.parametrize("task_type, task_id, cluster, chief", [
-    (None, None, {}, True),                                            # no cluster: the one process
-    ("worker", 0, {"worker": ["a:1", "b:1"]}, True),                   # no chief task: worker 0
-    ("worker", 1, {"worker": ["a:1", "b:1"]}, False),
-    ("chief", 0, {"chief": ["a:1"], "worker": ["b:1"]}, True),
-    ("worker", 0, {"chief": ["a:1"], "worker": ["b:1"]}, False),       # a chief task exists: worker 0 is not it
-])
+@pytest.mark.parametrize(
+    "task_type, task_id, cluster, chief",
+    [
+        (None, None, {}, True),  # no cluster: the one process
+        ("worker", 0, {"worker": ["a:1", "b:1"]}, True),  # no chief task: worker 0
+        ("worker", 1, {"worker": ["a:1", "b:1"]}, False),
+        ("chief", 0, {"chief": ["a:1"], "worker": ["b:1"]}, True),
+        ("worker", 0, {"chief": ["a:1"], "worker": ["b:1"]}, False),  # a chief task exists: worker 0 is not it
+    ],
+)
 def test_the_chief_is_task_chief_or_worker_0(task_type, task_id, cluster, chief):
     assert devices.is_chief_task(task_type, task_id, cluster) is chief
 
@@ -61,15 +64,15 @@ def test_a_non_chief_worker_writes_to_a_private_copy_removed_at_the_end(tmp_path
     assert devices.worker_folder(shared, chief=True) == shared
     private = devices.worker_folder(shared, chief=False)
     assert private != shared and not private.is_relative_to(tmp_path)
-    assert (private / "backup" / "state.json").exists()     # resumes from the chief's state when it sees it
+    assert (private / "backup" / "state.json").exists()  # resumes from the chief's state when it sees it
     (private / "history.csv").write_text("epoch\n")
     devices.release_worker_folder(private, chief=False)
     assert not private.parent.exists()
-    assert sorted(p.name for p in shared.rglob("*")) == ["backup", "state.json"]   # the chief's folder untouched
+    assert sorted(p.name for p in shared.rglob("*")) == ["backup", "state.json"]  # the chief's folder untouched
 
 
 def test_validation_faces_split_evenly_across_replicas():
-    assert devices.evenly_split(13, tf.distribute.get_strategy()) == 13   # one device: every face, as before
+    assert devices.evenly_split(13, tf.distribute.get_strategy()) == 13  # one device: every face, as before
     assert devices.evenly_split(13, Replicas(2)) == 12
     assert devices.evenly_split(1000, Replicas(4)) == 1000
     assert devices.evenly_split(3, Replicas(4)) == 0

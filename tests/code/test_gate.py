@@ -13,9 +13,15 @@ from facelab import gate
 from facelab.cli import guarded
 from facelab.errors import FacelabError
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "facelab test", "GIT_AUTHOR_EMAIL": "test@facelab.invalid",
-           "GIT_COMMITTER_NAME": "facelab test", "GIT_COMMITTER_EMAIL": "test@facelab.invalid",
-           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1"}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "facelab test",
+    "GIT_AUTHOR_EMAIL": "test@facelab.invalid",
+    "GIT_COMMITTER_NAME": "facelab test",
+    "GIT_COMMITTER_EMAIL": "test@facelab.invalid",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "DVC_NO_ANALYTICS": "1",
+}
 
 DVC_YAML = """\
 stages:
@@ -43,8 +49,10 @@ BASELINE = {"rmse_px": 2.0, "f1_weighted": 0.80, "accuracy": 0.80}
 
 
 def _metrics(rmse_px, f1_weighted, accuracy, precision=None) -> str:
-    metrics = {"keypoints": {"rmse_px": rmse_px, "per_keypoint_rmse_px": [1.0, 2.0], "test_faces": 10},
-               "emotion": {"f1_weighted": f1_weighted, "accuracy": accuracy, "f1_macro": 0.7}}
+    metrics = {
+        "keypoints": {"rmse_px": rmse_px, "per_keypoint_rmse_px": [1.0, 2.0], "test_faces": 10},
+        "emotion": {"f1_weighted": f1_weighted, "accuracy": accuracy, "f1_macro": 0.7},
+    }
     if precision:
         metrics["precision"] = precision
     return json.dumps(metrics, indent=2)
@@ -99,7 +107,7 @@ def _row(report: str, metric: str) -> str:
 
 
 def test_a_regression_past_tolerance_fails_and_names_the_metric(repo, capsys):
-    _change(repo, rmse_px=2.2, lr=0.002)                       # +10 % where 5 % is allowed
+    _change(repo, rmse_px=2.2, lr=0.002)  # +10 % where 5 % is allowed
     status, report = _gate(repo, capsys)
     assert status == gate.EXIT_REGRESSED
     assert "❌ failed" in report and "**keypoints.rmse_px** regressed" in report
@@ -140,7 +148,7 @@ def test_a_difference_of_precision_is_not_comparable_not_a_regression(repo, caps
     assert "➖ not comparable (precision mixed_bfloat16 vs float32)" in _row(report, "keypoints.rmse_px")
     assert "❌ regressed" in _row(report, "emotion.f1_weighted")
     assert "**keypoints.rmse_px** regressed" not in report
-    assert status == gate.EXIT_REGRESSED       # the emotion regression, not the keypoint one
+    assert status == gate.EXIT_REGRESSED  # the emotion regression, not the keypoint one
     _change(repo, rmse_px=2.2, precision={"keypoints": "float32", "emotion": "mixed_bfloat16"})
     status, report = _gate(repo, capsys, baseline="HEAD")
     assert status == gate.EXIT_PASSED, report
@@ -180,8 +188,12 @@ def test_a_missing_workspace_metrics_file_is_a_facelab_error(repo):
 
 def test_the_cli_exits_1_on_a_regression_and_writes_the_report(repo):
     _change(repo, f1_weighted=0.70)
-    done = subprocess.run([sys.executable, "-m", "facelab.cli", "metrics-gate", "--baseline", "main",
-                           "--out", "gate.md"], cwd=repo, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "facelab.cli", "metrics-gate", "--baseline", "main", "--out", "gate.md"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1, done.stderr
     assert "❌ regressed" in _row(done.stdout, "emotion.f1_weighted")
     assert "| 0.8 | 0.7 | -0.1 (-12.5 %) | -0.01 | ❌ regressed |" in done.stdout
@@ -190,6 +202,7 @@ def test_the_cli_exits_1_on_a_regression_and_writes_the_report(repo):
 
 def test_rules_name_their_tolerances_in_the_gate_section():
     import yaml
+
     gate_section = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())["gate"]
     for rule in gate.RULES.values():
         assert rule.tolerance in gate_section

@@ -27,7 +27,7 @@ CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
 def _picture(height: int = 60, width: int = 80) -> np.ndarray:
     """A BGR picture whose top-left quadrant is bright and the rest dark: its orientation can be told."""
     image = np.full((height, width, 3), 40, np.uint8)
-    image[:height // 2, :width // 2] = (200, 220, 240)
+    image[: height // 2, : width // 2] = (200, 220, 240)
     return image
 
 
@@ -36,6 +36,7 @@ def _gray(bgr: np.ndarray) -> np.ndarray:
 
 
 # --- reading --------------------------------------------------------------------------------
+
 
 def test_reads_grayscale_colour_and_rgba_pngs_and_jpegs(tmp_path):
     bgr = _picture()
@@ -91,12 +92,17 @@ def test_exif_orientation_is_applied_as_opencv_and_viewers_do(tmp_path, orientat
 
 def _bomb_png(width: int, height: int) -> bytes:
     """A valid 1-bit PNG of width x height black pixels: a few kB that decode to ``width * height`` pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     rows = zlib.compress(b"\x00" * ((width // 8 + 2) * height), 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
 
 
 def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
@@ -105,11 +111,11 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     ok, png = cv2.imencode(".png", noisy)
     jpeg_bomb = bytearray(jpeg.tobytes())
     sof = jpeg_bomb.find(b"\xff\xc0")
-    jpeg_bomb[sof + 5:sof + 9] = struct.pack(">HH", 30000, 30000)
+    jpeg_bomb[sof + 5 : sof + 9] = struct.pack(">HH", 30000, 30000)
     cases = {
         "empty": (b"", "empty file"),
-        "truncated_jpeg": (jpeg.tobytes()[:len(jpeg) // 2], "truncated JPEG"),
-        "truncated_png": (png.tobytes()[:len(png) // 2], "truncated PNG"),
+        "truncated_jpeg": (jpeg.tobytes()[: len(jpeg) // 2], "truncated JPEG"),
+        "truncated_png": (png.tobytes()[: len(png) // 2], "truncated PNG"),
         "header_only_jpeg": (jpeg.tobytes()[:40], "truncated or corrupt JPEG"),
         "text": (b"name,value\nthis is, not an image\n" * 20, "not an image"),
         "gzip": (gzip.compress(b"not an image"), "not an image"),
@@ -124,8 +130,9 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return files
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated_jpeg", "truncated_png", "header_only_jpeg", "text", "gzip",
-                                  "png_bomb", "jpeg_bomb"])
+@pytest.mark.parametrize(
+    "case", ["empty", "truncated_jpeg", "truncated_png", "header_only_jpeg", "text", "gzip", "png_bomb", "jpeg_bomb"]
+)
 def test_bad_files_give_a_one_line_error_naming_the_file(tmp_path, case):
     path, message = _bad_files(tmp_path)[case]
     with pytest.raises(FacelabError) as caught:
@@ -144,6 +151,7 @@ def test_missing_file_and_folder(tmp_path):
 
 # --- cropping -------------------------------------------------------------------------------
 
+
 def test_crop_is_the_photo_region_and_maps_back_exactly_at_scale_1():
     photo = np.random.default_rng(0).integers(0, 256, (300, 400), np.uint8)
     box = (150, 80, 90, 90)
@@ -158,7 +166,7 @@ def test_crop_is_the_photo_region_and_maps_back_exactly_at_scale_1():
 def test_crop_maps_back_exactly_when_shrinking():
     photo = np.zeros((400, 400), np.uint8)
     box = (100, 60, 192, 192)  # side 192 -> 96: each crop pixel is a 2x2 block of photo pixels
-    photo[60 + 2 * 30:60 + 2 * 30 + 2, 100 + 2 * 70:100 + 2 * 70 + 2] = 200  # the block under crop pixel (70, 30)
+    photo[60 + 2 * 30 : 60 + 2 * 30 + 2, 100 + 2 * 70 : 100 + 2 * 70 + 2] = 200  # the block under crop pixel (70, 30)
     crop, to_photo = photos.crop_face(photo, box, 96, margin=0.0, shift_y=0.0)
     assert crop[30, 70] == 200 and crop.sum() == 200
     # The crop pixel's centre is the centre of its 2x2 block in the photo.
@@ -181,6 +189,7 @@ def test_crop_near_the_border_is_padded_by_edge_replication():
 
 # --- real faces -----------------------------------------------------------------------------
 
+
 def _ytf_faces(count: int) -> tuple[np.ndarray, np.ndarray]:
     if not YTF_VAL.exists():
         pytest.skip(f"real data not found at {YTF_VAL}")
@@ -194,7 +203,7 @@ def _paste(face: np.ndarray, size: int, at: tuple[int, int], canvas=(600, 800), 
     rng = np.random.default_rng(seed)
     photo = cv2.GaussianBlur(rng.integers(60, 200, canvas).astype(np.uint8), (0, 0), 8)
     x, y = at
-    photo[y:y + size, x:x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+    photo[y : y + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
     return photo
 
 
@@ -232,8 +241,11 @@ def test_detection_reports_largest_face_first(monkeypatch):
             return boxes
 
     monkeypatch.setattr(photos, "_cascade", lambda: Cascade())
-    assert photos.detect_faces(np.zeros((200, 400), np.uint8)) == [(100, 50, 90, 90), (300, 20, 60, 60),
-                                                                    (10, 10, 40, 40)]
+    assert photos.detect_faces(np.zeros((200, 400), np.uint8)) == [
+        (100, 50, 90, 90),
+        (300, 20, 60, 60),
+        (10, 10, 40, 40),
+    ]
 
 
 def test_bundled_face_cascade_loads():
@@ -242,6 +254,7 @@ def test_bundled_face_cascade_loads():
 
 
 # --- batching and outputs -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def analyzer():
@@ -278,7 +291,7 @@ def test_faces_of_all_photos_share_batches(tmp_path, analyzer, fake_detector, mo
     def spy(faces):
         calls.append(len(faces))
         crop_records.extend(original(faces))
-        return crop_records[-len(faces):]
+        return crop_records[-len(faces) :]
 
     monkeypatch.setattr(analyzer, "analyse", spy)
     counts = [3, 1, 0, 3, 1, 3]  # 11 faces in 6 photos
@@ -316,8 +329,10 @@ def test_outputs_and_bad_photos(tmp_path, analyzer, fake_detector, capsys):
     broken.write_bytes(b"\xff\xd8\xff\xe0 cut short")
     records = predict.analyse_photos([paths[0], broken, paths[1]], analyzer, tmp_path / "out")
     err = capsys.readouterr().err
-    assert records[1] == {"photo": str(broken), "error": f"{broken}: truncated or corrupt JPEG image: "
-                                                         "its header cannot be read"}
+    assert records[1] == {
+        "photo": str(broken),
+        "error": f"{broken}: truncated or corrupt JPEG image: its header cannot be read",
+    }
     assert f"facelab: error: {broken}: " in err and f"{paths[1]}: no face found" in err
     out = tmp_path / "out"
     assert json.loads((out / "photo0.json").read_text()) == records[0]
@@ -325,8 +340,12 @@ def test_outputs_and_bad_photos(tmp_path, analyzer, fake_detector, capsys):
     annotated = cv2.imread(str(out / "photo0.annotated.jpg"))
     assert annotated.shape == (150, 300, 3)
     assert not (out / "broken.json").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["photo0.annotated.jpg", "photo0.json",
-                                                     "photo1.annotated.jpg", "photo1.json"]  # no temporary files
+    assert sorted(p.name for p in out.iterdir()) == [
+        "photo0.annotated.jpg",
+        "photo0.json",
+        "photo1.annotated.jpg",
+        "photo1.json",
+    ]  # no temporary files
 
 
 def test_output_names_do_not_collide():
@@ -342,8 +361,21 @@ def test_predict_command_with_local_model_files(tmp_path, analyzer, fake_detecto
     analyzer.emotion_model.save(emotion)
     paths = _photo_files(tmp_path, [3, 0])
     params = Path(__file__).resolve().parents[2] / "params.yaml"
-    argv = ["predict", *map(str, paths), "--out", str(tmp_path / "out"), "--keypoints-model", str(keypoints),
-            "--emotion-model", str(emotion), "--classes", ",".join(CLASSES), "--params", str(params), "--json"]
+    argv = [
+        "predict",
+        *map(str, paths),
+        "--out",
+        str(tmp_path / "out"),
+        "--keypoints-model",
+        str(keypoints),
+        "--emotion-model",
+        str(emotion),
+        "--classes",
+        ",".join(CLASSES),
+        "--params",
+        str(params),
+        "--json",
+    ]
     assert cli.main(argv) == 0
     records = json.loads(capsys.readouterr().out)
     assert [len(r["faces"]) for r in records] == [3, 0]

@@ -64,15 +64,16 @@ def test_worse_model_on_the_same_test_set_stays_out_and_says_why(store, name):
     assert not decision["promoted"] and decision["rule"] == "same task"
     assert _champion(store, name) == v1
     tags = store.get_model_version(name, str(v2)).tags
-    assert tags["champion_decision"] == ("kept out (same task): keypoints.rmse_px 2.5 is worse than champion v1's 2 "
-                                         "on the same task")
+    assert tags["champion_decision"] == (
+        "kept out (same task): keypoints.rmse_px 2.5 is worse than champion v1's 2 on the same task"
+    )
     assert tags["test.keypoints.rmse_px"] == "2.5"
 
 
 def test_equal_or_better_model_on_the_same_test_set_takes_the_alias(store, name):
     v1, v2, v3 = _new_version(store, name), _new_version(store, name), _new_version(store, name)
     tracking.promote(name, v1, F1, 0.8, True, FIVE)
-    assert tracking.promote(name, v2, F1, 0.8, True, FIVE)["promoted"]   # a tie goes to the newer
+    assert tracking.promote(name, v2, F1, 0.8, True, FIVE)["promoted"]  # a tie goes to the newer
     assert tracking.promote(name, v3, F1, 0.9, True, FIVE)["promoted"]
     assert _champion(store, name) == v3
 
@@ -106,11 +107,13 @@ def test_a_queued_experiment_cannot_switch_the_task_but_may_promote_within_it(st
 
 def test_choose_champion_is_a_pure_function_of_the_tags():
     fp = FIVE["facelab.fingerprint"]
-    versions = {1: {"facelab.fingerprint": fp, f"test.{F1}": "0.8"},
-                2: {"facelab.fingerprint": fp, f"test.{F1}": "0.9"},
-                3: {"facelab.fingerprint": fp, f"test.{F1}": "0.9"},          # tie with v2: the newer wins
-                4: {"facelab.fingerprint": "other", f"test.{F1}": "0.99"},    # another task: not a candidate
-                5: {"facelab.fingerprint": fp, f"test.{F1}": "nan"}}          # no usable figure
+    versions = {
+        1: {"facelab.fingerprint": fp, f"test.{F1}": "0.8"},
+        2: {"facelab.fingerprint": fp, f"test.{F1}": "0.9"},
+        3: {"facelab.fingerprint": fp, f"test.{F1}": "0.9"},  # tie with v2: the newer wins
+        4: {"facelab.fingerprint": "other", f"test.{F1}": "0.99"},  # another task: not a candidate
+        5: {"facelab.fingerprint": fp, f"test.{F1}": "nan"},
+    }  # no usable figure
     assert tracking.choose_champion(versions, fp, F1, higher_is_better=True) == 3
     assert tracking.choose_champion(versions, fp, F1, higher_is_better=False) == 1
     assert tracking.choose_champion(versions, "nothing", F1, True) is None
@@ -135,7 +138,7 @@ def test_two_racing_promotions_end_with_the_better_one(store, name):
                 errors.append(exc)
 
         # The worse one starts first in even rounds, second in odd ones.
-        order = [(worse, value - 0.05), (better, value)][::1 if round_ % 2 == 0 else -1]
+        order = [(worse, value - 0.05), (better, value)][:: 1 if round_ % 2 == 0 else -1]
         threads = [threading.Thread(target=promote, args=args) for args in order]
         for thread in threads:
             thread.start()

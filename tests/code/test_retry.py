@@ -28,28 +28,40 @@ def _wrapped(cause: BaseException) -> MlflowException:
             return exc
 
 
-@pytest.mark.parametrize("exc", [
-    MlflowException("(sqlite3.OperationalError) database is locked"),
-    _wrapped(requests.exceptions.ConnectionError("Connection refused")),
-    _wrapped(requests.exceptions.ReadTimeout("read timed out")),
-    _wrapped(requests.exceptions.RetryError("too many 503 error responses")),
-    _wrapped(ConnectionResetError(104, "Connection reset by peer")),
-    RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "restarting"}),
-    RestException({"error_code": "INTERNAL_ERROR", "message": "server closed the connection unexpectedly"}),
-    MlflowException("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 502 != 200. "
-                    "Response body: 'Bad Gateway'"),
-], ids=["sqlite-locked", "refused", "timeout", "5xx-retries", "reset", "unavailable", "internal", "502"])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        MlflowException("(sqlite3.OperationalError) database is locked"),
+        _wrapped(requests.exceptions.ConnectionError("Connection refused")),
+        _wrapped(requests.exceptions.ReadTimeout("read timed out")),
+        _wrapped(requests.exceptions.RetryError("too many 503 error responses")),
+        _wrapped(ConnectionResetError(104, "Connection reset by peer")),
+        RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "restarting"}),
+        RestException({"error_code": "INTERNAL_ERROR", "message": "server closed the connection unexpectedly"}),
+        MlflowException(
+            "API request to endpoint /api/2.0/mlflow/runs/get failed with error code 502 != 200. "
+            "Response body: 'Bad Gateway'"
+        ),
+    ],
+    ids=["sqlite-locked", "refused", "timeout", "5xx-retries", "reset", "unavailable", "internal", "502"],
+)
 def test_transient_errors_are_recognised(exc):
     assert tracking._is_transient(exc)
 
 
-@pytest.mark.parametrize("exc", [
-    RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no alias champion"}),
-    RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad metric"}),
-    MlflowException("API request to endpoint /api/2.0/mlflow/runs/get failed with error code 401 != 200. "
-                    "Response body: 'You are not authenticated.'"),
-    ValueError("not an MLflow error"),
-], ids=["not-found", "invalid", "401", "other"])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no alias champion"}),
+        RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad metric"}),
+        MlflowException(
+            "API request to endpoint /api/2.0/mlflow/runs/get failed with error code 401 != 200. "
+            "Response body: 'You are not authenticated.'"
+        ),
+        ValueError("not an MLflow error"),
+    ],
+    ids=["not-found", "invalid", "401", "other"],
+)
 def test_lasting_errors_are_not_retried(exc):
     assert not tracking._is_transient(exc)
     calls = []
@@ -90,8 +102,11 @@ def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys):
     assert guarded(lambda: tracking.connect("facelab-test")) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert re.match(rf"facelab: error: MLflow server http://127\.0\.0\.1:{port} unreachable after \d+ tries "
-                    r"in \d+ s \(create experiment\): .*Connection refused", err), err
+    assert re.match(
+        rf"facelab: error: MLflow server http://127\.0\.0\.1:{port} unreachable after \d+ tries "
+        r"in \d+ s \(create experiment\): .*Connection refused",
+        err,
+    ), err
 
 
 @pytest.fixture

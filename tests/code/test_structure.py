@@ -46,8 +46,13 @@ def imported_modules(path: Path) -> set[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        elif (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in IMPORTERS
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) in IMPORTERS
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             names = [node.args[0].value]
         for name in names:
             if module_file(name) is not None:
@@ -86,7 +91,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -110,12 +115,16 @@ def test_no_import_cycle_in_facelab():
 
 
 def test_stage_modules_are_leaves():
-    importers = {module: sorted(imported & STAGE_MODULES) for module, imported in import_graph().items()
-                 if imported & STAGE_MODULES}
+    importers = {
+        module: sorted(imported & STAGE_MODULES)
+        for module, imported in import_graph().items()
+        if imported & STAGE_MODULES
+    }
     assert not importers, f"modules importing a stage module (move the shared piece out): {importers}"
 
 
 # --- dvc.yaml ---------------------------------------------------------------------------------
+
 
 def stage_script(cmd: str) -> Path:
     words = shlex.split(cmd)
@@ -139,8 +148,10 @@ def dep_problems(dvc_yaml: dict, graph: dict[str, set[str]]) -> list[str]:
         if missing := sorted(expected - declared):
             problems.append(f"{stage}: dvc.yaml deps miss {missing}")
         if extra := sorted(declared - expected):
-            problems.append(f"{stage}: dvc.yaml deps list {extra}, which the stage neither imports nor declares "
-                            "in facelab.artifacts.STAGE_INPUTS")
+            problems.append(
+                f"{stage}: dvc.yaml deps list {extra}, which the stage neither imports nor declares "
+                "in facelab.artifacts.STAGE_INPUTS"
+            )
     return problems
 
 

@@ -24,8 +24,15 @@ def _mean_y(keypoints: np.ndarray, *names: str) -> np.ndarray:
     return np.mean([_points(keypoints, name)[:, 1] for name in names], 0)
 
 
-def _clean_faces(labels, seed: int, size: int = 96, intensity: float | None = 1.0, upright: bool = False,
-                 same_identity: bool = False, **overrides):
+def _clean_faces(
+    labels,
+    seed: int,
+    size: int = 96,
+    intensity: float | None = 1.0,
+    upright: bool = False,
+    same_identity: bool = False,
+    **overrides,
+):
     """Faces drawn without lighting, contrast, blur or noise; returns images, keypoints, params."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
@@ -46,11 +53,12 @@ def _clean_faces(labels, seed: int, size: int = 96, intensity: float | None = 1.
 def _bilinear(image: np.ndarray, x: float, y: float) -> float:
     x0, y0 = int(np.floor(x)), int(np.floor(y))
     fx, fy = x - x0, y - y0
-    a = image[y0:y0 + 2, x0:x0 + 2].astype(float)
+    a = image[y0 : y0 + 2, x0 : x0 + 2].astype(float)
     return float(np.array([1 - fy, fy]) @ a @ np.array([1 - fx, fx]))
 
 
 # --- determinism, shapes, ranges -------------------------------------------------------------
+
 
 def test_same_seed_gives_identical_arrays_and_other_seeds_differ():
     images, keypoints = synthetic.make_keypoint_faces(12, seed=3)
@@ -71,8 +79,8 @@ def test_keypoint_faces_shapes_dtypes_and_ranges():
     assert images.shape == (40, 96, 96) and images.dtype == np.uint8
     assert keypoints.shape == (40, 30) and keypoints.dtype == np.float32
     assert np.isfinite(keypoints).all()
-    assert keypoints.min() >= 0.0 and keypoints.max() <= 95.0      # every keypoint inside the frame
-    assert images.std() > 20 and images.min() < 40 and images.max() > 200    # real contrast, not a flat field
+    assert keypoints.min() >= 0.0 and keypoints.max() <= 95.0  # every keypoint inside the frame
+    assert images.std() > 20 and images.min() < 40 and images.max() > 200  # real contrast, not a flat field
     assert len({images[i].tobytes() for i in range(len(images))}) == 40
 
 
@@ -92,13 +100,14 @@ def test_every_class_present_with_fer_like_frequencies():
     counts = np.bincount(labels, minlength=len(FER_LABELS))
     assert (counts > 0).all()
     assert counts[FER_LABELS.index("disgust")] >= 0.05 * 500
-    assert counts.argmax() == HAPPY                                  # as in FER2013
+    assert counts.argmax() == HAPPY  # as in FER2013
     assert abs(counts[NEUTRAL] / 500 - 4965 / 28709) < 0.03
     _, few = synthetic.make_emotion_faces(20, seed=7)
-    assert len(np.unique(few)) == len(FER_LABELS)                    # even a tiny set has every class
+    assert len(np.unique(few)) == len(FER_LABELS)  # even a tiny set has every class
 
 
 # --- keypoint geometry ------------------------------------------------------------------------
+
 
 def test_left_is_the_persons_left_on_the_image_right():
     _, keypoints = synthetic.make_keypoint_faces(60, seed=2)
@@ -120,22 +129,23 @@ def test_left_is_the_persons_left_on_the_image_right():
 def test_keypoints_vary_with_expression_and_pose():
     _, keypoints = synthetic.make_keypoint_faces(60, seed=5)
     spread = keypoints.std(0)
-    assert (spread > 1.0).all()                                      # no constant layout
+    assert (spread > 1.0).all()  # no constant layout
     mouth_height = _mean_y(keypoints, "mouth_center_bottom_lip") - _mean_y(keypoints, "mouth_center_top_lip")
     assert mouth_height.std() > 0.8
 
 
 def test_pupil_sits_on_the_eye_centre_keypoint():
     # unambiguous tones: black pupil, mid-grey iris, lids and brows lighter than the pupil threshold
-    images, keypoints, _ = _clean_faces(np.full(20, NEUTRAL), seed=11, intensity=0.0, pupil_c=0.0, iris_c=120.0,
-                                        skin=250.0, brow=100.0, sclera=230.0)
+    images, keypoints, _ = _clean_faces(
+        np.full(20, NEUTRAL), seed=11, intensity=0.0, pupil_c=0.0, iris_c=120.0, skin=250.0, brow=100.0, sclera=230.0
+    )
     for i in range(20):
         for name in ("left_eye_center", "right_eye_center"):
-            x, y = _points(keypoints[i:i + 1], name)[0]
+            x, y = _points(keypoints[i : i + 1], name)[0]
             cx, cy = int(round(x)), int(round(y))
-            window = images[i, cy - 3:cy + 4, cx - 3:cx + 4].astype(float)
+            window = images[i, cy - 3 : cy + 4, cx - 3 : cx + 4].astype(float)
             weight = np.clip(60.0 - window, 0.0, None)
-            ys, xs = np.mgrid[cy - 3:cy + 4, cx - 3:cx + 4]
+            ys, xs = np.mgrid[cy - 3 : cy + 4, cx - 3 : cx + 4]
             assert weight.sum() > 0, "no pupil near the eye centre"
             centroid = np.array([(weight * xs).sum(), (weight * ys).sum()]) / weight.sum()
             assert np.abs(centroid - (x, y)).max() < 0.6, (i, name, centroid, (x, y))
@@ -150,12 +160,12 @@ def test_keypoints_lie_on_the_drawn_features(size):
         points = keypoints[i].reshape(-1, 2)
         for name in KEYPOINT_NAMES:
             value = _bilinear(images[i], *points[KP[name]])
-            if name == "nose_tip":                                   # the bright tip between dark nostrils
+            if name == "nose_tip":  # the bright tip between dark nostrils
                 x, y = np.rint(points[KP[name]]).astype(int)
-                around = images[i, y - 3:y + 4, x - 4:x + 5].astype(float)
+                around = images[i, y - 3 : y + 4, x - 4 : x + 5].astype(float)
                 assert around.min() < skin[i] - 30, (i, name)
                 continue
-            if name.startswith("mouth_center") and size < 96:           # sub-pixel lip edges: see the next test
+            if name.startswith("mouth_center") and size < 96:  # sub-pixel lip edges: see the next test
                 continue
             # eyes, eye corners, brow ends, mouth corners and lip edges are darker than the skin
             limit = 8.0 if name.startswith("mouth_center") or size < 96 else 15.0
@@ -166,8 +176,8 @@ def test_lip_keypoints_are_the_outer_lip_edges():
     images, keypoints, params = _clean_faces(np.full(30, NEUTRAL), seed=13, intensity=0.0, upright=True)
     for i in range(30):
         skin = params["skin"][i]
-        top = _points(keypoints[i:i + 1], "mouth_center_top_lip")[0]
-        bottom = _points(keypoints[i:i + 1], "mouth_center_bottom_lip")[0]
+        top = _points(keypoints[i : i + 1], "mouth_center_top_lip")[0]
+        bottom = _points(keypoints[i : i + 1], "mouth_center_bottom_lip")[0]
         assert bottom[1] > top[1] + 2
         # outside the lips: skin; just inside: lip
         assert abs(_bilinear(images[i], top[0], top[1] - 1.5) - skin) < 12
@@ -178,17 +188,17 @@ def test_lip_keypoints_are_the_outer_lip_edges():
 
 # --- expressions ------------------------------------------------------------------------------
 
+
 def test_expressions_change_the_mouth_of_the_same_face():
-    images, keypoints, params = _clean_faces([HAPPY, SAD, NEUTRAL, SURPRISE], seed=21, same_identity=True,
-                                             upright=True)
+    images, keypoints, params = _clean_faces([HAPPY, SAD, NEUTRAL, SURPRISE], seed=21, same_identity=True, upright=True)
     left, right = _points(keypoints, "mouth_left_corner"), _points(keypoints, "mouth_right_corner")
     top, bottom = _points(keypoints, "mouth_center_top_lip"), _points(keypoints, "mouth_center_bottom_lip")
     x0, x1 = int(right[:, 0].min()) - 3, int(left[:, 0].max()) + 4
     y0, y1 = int(min(top[:, 1].min(), left[:, 1].min())) - 3, int(max(bottom[:, 1].max(), left[:, 1].max())) + 4
     mouth = images[:, y0:y1, x0:x1].astype(float)
-    contrast = 0.06 * params["skin"][0]                              # darker skin, darker lips: less contrast
-    assert np.abs(mouth[0] - mouth[1]).mean() > contrast             # happy vs sad
-    assert np.abs(mouth[3] - mouth[2]).mean() > contrast             # surprise vs neutral
+    contrast = 0.06 * params["skin"][0]  # darker skin, darker lips: less contrast
+    assert np.abs(mouth[0] - mouth[1]).mean() > contrast  # happy vs sad
+    assert np.abs(mouth[3] - mouth[2]).mean() > contrast  # surprise vs neutral
     # away from the face features (top corners: background) nothing changes
     assert np.array_equal(images[0, :8, :8], images[1, :8, :8])
 
@@ -200,21 +210,22 @@ def test_expression_geometry_on_average():
     by_class = lambda *names: _mean_y(keypoints, *names).reshape(5, n)  # noqa: E731  rows: the classes above
     corners = by_class("mouth_left_corner", "mouth_right_corner")
     lips = by_class("mouth_center_top_lip", "mouth_center_bottom_lip")
-    curve = corners - lips                            # < 0: corners up (smile), > 0: corners down (frown)
+    curve = corners - lips  # < 0: corners up (smile), > 0: corners down (frown)
     assert (curve[0] < 0).mean() > 0.9 and (curve[1] > 0).mean() > 0.9
     opening = by_class("mouth_center_bottom_lip") - by_class("mouth_center_top_lip")
-    assert opening[3].mean() > opening[4].mean() + 3                  # surprise: open mouth
+    assert opening[3].mean() > opening[4].mean() + 3  # surprise: open mouth
     inner = by_class("left_eyebrow_inner_end", "right_eyebrow_inner_end")
     outer = by_class("left_eyebrow_outer_end", "right_eyebrow_outer_end")
-    slant = inner - outer                             # > 0: inner ends lower (angry V), < 0: raised (sad)
+    slant = inner - outer  # > 0: inner ends lower (angry V), < 0: raised (sad)
     assert slant[2].mean() > slant[4].mean() + 2 > slant[1].mean() + 4
     brow_lift = by_class("left_eye_center", "right_eye_center") - inner
-    assert brow_lift[3].mean() > brow_lift[4].mean() + 2                # surprise: raised brows
+    assert brow_lift[3].mean() > brow_lift[4].mean() + 2  # surprise: raised brows
     # but classes overlap: some sad faces frown less than some neutral ones
     assert curve[1].min() < curve[4].max()
 
 
 # --- CSV writers ------------------------------------------------------------------------------
+
 
 def test_keypoints_csv_round_trips(tmp_path):
     path = tmp_path / "raw" / "training.csv"
@@ -227,8 +238,8 @@ def test_keypoints_csv_round_trips(tmp_path):
     assert pixels.shape == (6, 96 * 96)
     assert np.array_equal(pixels.reshape(6, 96, 96), images)
     first_line = path.read_text().splitlines()[1]
-    assert first_line.split(",")[0] == f"{keypoints[0, 0]:.4f}"        # 4 decimals
-    assert sorted(p.name for p in path.parent.iterdir()) == ["training.csv"]   # no temporary files left
+    assert first_line.split(",")[0] == f"{keypoints[0, 0]:.4f}"  # 4 decimals
+    assert sorted(p.name for p in path.parent.iterdir()) == ["training.csv"]  # no temporary files left
 
 
 def test_fer_csv_round_trips_with_usage(tmp_path):
@@ -242,14 +253,14 @@ def test_fer_csv_round_trips_with_usage(tmp_path):
     pixels = np.stack([np.array(text.split(" "), dtype=np.int64) for text in table["pixels"]])
     assert pixels.shape == (20, 48 * 48)
     assert np.array_equal(pixels.reshape(20, 48, 48), images)
-    assert not np.array_equal(labels, np.sort(labels))                # rows shuffled, not grouped by class
+    assert not np.array_equal(labels, np.sort(labels))  # rows shuffled, not grouped by class
 
 
 def test_gzip_output_is_reproducible_and_readable(tmp_path):
     first, second = tmp_path / "a.csv.gz", tmp_path / "b.csv.gz"
     synthetic.write_synthetic_fer_csv(first, 8, seed=1)
     synthetic.write_synthetic_fer_csv(second, 8, seed=1)
-    assert first.read_bytes() == second.read_bytes()                  # no time stamp in the gzip header
+    assert first.read_bytes() == second.read_bytes()  # no time stamp in the gzip header
     assert gzip.decompress(first.read_bytes()).startswith(b"emotion,pixels,Usage\n")
     table = pd.read_csv(first)
     assert len(table) == 8 and (table["Usage"] == "Training").sum() == 6
@@ -261,6 +272,7 @@ def test_gzip_output_is_reproducible_and_readable(tmp_path):
 
 def test_bad_arguments_are_one_line_errors(tmp_path):
     from facelab.errors import FacelabError
+
     with pytest.raises(FacelabError, match="number of faces"):
         synthetic.make_keypoint_faces(-1, seed=0)
     with pytest.raises(FacelabError, match="test_fraction"):

@@ -9,16 +9,31 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ["dvc.yaml", "dvc.lock", "params.yaml", "pyproject.toml", "stages", "src", "profiles", ".dvc/config",
-          ".dvc/.gitignore", ".dvcignore", ".gitignore", "metrics", "plots", "models/.gitignore"]
+COPIED = [
+    "dvc.yaml",
+    "dvc.lock",
+    "params.yaml",
+    "pyproject.toml",
+    "stages",
+    "src",
+    "profiles",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvcignore",
+    ".gitignore",
+    "metrics",
+    "plots",
+    "models/.gitignore",
+]
 IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: int = 1200):
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 

@@ -51,7 +51,7 @@ def test_two_devices_write_the_files_of_one_device(two_devices):
     path, _ = two_devices
     for stage in TRAIN_STAGES:
         metrics = json.loads((path / "metrics" / f"{stage}.json").read_text())
-        committed = json.loads((REPO / "metrics" / f"{stage}.json").read_text())   # from one device
+        committed = json.loads((REPO / "metrics" / f"{stage}.json").read_text())  # from one device
         assert set(metrics) == set(committed)
         history = pd.read_csv(path / "plots" / f"{stage}_history.csv")
         assert list(history.columns) == list(pd.read_csv(REPO / "plots" / f"{stage}_history.csv").columns)
@@ -63,8 +63,11 @@ def test_two_devices_write_the_files_of_one_device(two_devices):
 def test_two_devices_make_one_run_and_one_registered_version_per_model(two_devices):
     path, _ = two_devices
     client = mlflow_client(path)
-    runs = [r for r in client.search_runs([client.get_experiment_by_name("facelab").experiment_id])
-            if r.info.run_name.startswith("train_")]
+    runs = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("facelab").experiment_id])
+        if r.info.run_name.startswith("train_")
+    ]
     assert sorted(r.info.run_name for r in runs) == sorted(TRAIN_STAGES)
     for run_ in runs:
         assert run_.info.status == "FINISHED"
@@ -91,11 +94,17 @@ def _free_ports(count: int) -> list[int]:
 
 def _start_workers(path, env, stage: str, count: int) -> list[subprocess.Popen]:
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(count)]}
-    return [subprocess.Popen([sys.executable, f"stages/{stage}.py"], cwd=path, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             env={**env, "TF_CONFIG": json.dumps({"cluster": cluster,
-                                                                  "task": {"type": "worker", "index": i}})})
-            for i in range(count)]
+    return [
+        subprocess.Popen(
+            [sys.executable, f"stages/{stage}.py"],
+            cwd=path,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**env, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+        )
+        for i in range(count)
+    ]
 
 
 def _wait(workers: list[subprocess.Popen]) -> list[str]:
@@ -111,13 +120,16 @@ def _wait(workers: list[subprocess.Popen]) -> list[str]:
     return outputs
 
 
-@pytest.mark.xfail(raises=KerasMultiWorkerFitFails, strict=True,
-                   reason="Keras 3 + MultiWorkerMirroredStrategy fails in fit: keras-team/keras#20585, "
-                          "tensorflow/tensorflow#72388 (TF 2.21, Keras 3.15: 'Attempt to convert a value "
-                          "(PerReplica...) to a Tensor' in _maybe_symbolic_build)")
+@pytest.mark.xfail(
+    raises=KerasMultiWorkerFitFails,
+    strict=True,
+    reason="Keras 3 + MultiWorkerMirroredStrategy fails in fit: keras-team/keras#20585, "
+    "tensorflow/tensorflow#72388 (TF 2.21, Keras 3.15: 'Attempt to convert a value "
+    "(PerReplica...) to a Tensor' in _maybe_symbolic_build)",
+)
 def test_two_workers_train_the_tiny_profile_once(tmp_path):
     path, env = make_project_copy(tmp_path / "repo")
-    run(["dvc", "repro", "augment"], path, env)    # prepare + augment, as the chief's dvc repro would
+    run(["dvc", "repro", "augment"], path, env)  # prepare + augment, as the chief's dvc repro would
     workers = _start_workers(path, env, "train_keypoints", 2)
     outputs = _wait(workers)
     codes = [worker.returncode for worker in workers]
@@ -129,7 +141,7 @@ def test_two_workers_train_the_tiny_profile_once(tmp_path):
     assert runs[0].data.params["devices.strategy"] == "MultiWorkerMirroredStrategy"
     assert runs[0].data.params["devices.replicas"] == "2"
     if any(codes):
-        assert not (path / "models/keypoints.keras").exists()   # a failed run writes no model
+        assert not (path / "models/keypoints.keras").exists()  # a failed run writes no model
         assert runs[0].info.status == "FAILED"
         if all(KERAS_MULTI_WORKER_ERROR in out for out in outputs):
             raise KerasMultiWorkerFitFails(outputs[0].strip().splitlines()[-1][:300])
@@ -137,4 +149,4 @@ def test_two_workers_train_the_tiny_profile_once(tmp_path):
     assert runs[0].info.status == "FINISHED"
     assert (path / "models/keypoints.keras").exists()
     assert [int(v.version) for v in client.search_model_versions("name='facelab-keypoints'")] == [1]
-    assert not list(path.joinpath(CHECKPOINTS_DIR).glob("train_keypoints-*"))   # finished: no state left
+    assert not list(path.joinpath(CHECKPOINTS_DIR).glob("train_keypoints-*"))  # finished: no state left

@@ -25,8 +25,16 @@ def _start_queue(path: Path, env: dict, jobs: int) -> None:
     outlives the queue would keep captured pipes open and block the caller for as long as it lives.
     """
     with open(path / "queue-start.log", "ab") as log:
-        subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=path, env=env, stdin=subprocess.DEVNULL,
-                       stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True)
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", str(jobs)],
+            cwd=path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=True,
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -66,8 +74,11 @@ def _wait_for_queue(path, env) -> str:
 
 def test_two_queued_experiments_run_concurrently_into_one_store(tmp_path):
     path, env = make_project_copy(tmp_path / "repo")
-    run(["dvc", "exp", "run", "--queue", "-S", "train_keypoints.lr=0.001,0.003", "-S", "train_emotion.dropout=0.1"],
-        path, env)
+    run(
+        ["dvc", "exp", "run", "--queue", "-S", "train_keypoints.lr=0.001,0.003", "-S", "train_emotion.dropout=0.1"],
+        path,
+        env,
+    )
     _start_queue(path, env, jobs=2)
     try:
         status = _wait_for_queue(path, env)

@@ -20,8 +20,14 @@ def test_sigterm_kills_the_run_cleanly_and_the_rerun_resumes(tmp_path):
     (path / "long.yaml").write_text(f"train_keypoints:\n  epochs: {EPOCHS}\n")
     run([sys.executable, "-m", "facelab.cli", "params", "apply", "long.yaml"], path, env)
     run(["dvc", "repro", "augment"], path, env)  # prepare + augment only
-    proc = subprocess.Popen([sys.executable, "stages/train_keypoints.py"], cwd=path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "stages/train_keypoints.py"],
+        cwd=path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     try:
         deadline = time.monotonic() + 300

@@ -24,9 +24,16 @@ def test_every_stage_ran_and_wrote_its_outputs(project):
     path, _, result = project
     for stage in STAGES:
         assert f"Running stage '{stage}'" in result.stdout
-    for output in ("data/prepared/keypoints_test.npz", "data/augmented/keypoints_train.npz", "models/keypoints.keras",
-                   "models/emotion.keras", "reports/evaluate/confusion.png", "reports/combine/faces.png",
-                   "reports/combine/predictions.json", "plots/train_keypoints_history.csv"):
+    for output in (
+        "data/prepared/keypoints_test.npz",
+        "data/augmented/keypoints_train.npz",
+        "models/keypoints.keras",
+        "models/emotion.keras",
+        "reports/evaluate/confusion.png",
+        "reports/combine/faces.png",
+        "reports/combine/predictions.json",
+        "plots/train_keypoints_history.csv",
+    ):
         assert (path / output).exists(), output
 
 
@@ -75,8 +82,9 @@ def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch)
     served = mlflow.pyfunc.load_model("models:/facelab-face-analyzer@champion")
     analyzer = served.unwrap_python_model().analyzer
     champions = json.loads((path / "models/champions.json").read_text())
-    assert served.metadata.metadata == {f"{task}_model": f"{entry['name']}/{entry['version']}"
-                                        for task, entry in champions.items()}
+    assert served.metadata.metadata == {
+        f"{task}_model": f"{entry['name']}/{entry['version']}" for task, entry in champions.items()
+    }
     scored = json.loads((path / "metrics/evaluate.json").read_text())
     keypoints = load_split(path / "data/prepared/keypoints_test.npz")
     emotion = load_split(path / "data/prepared/emotion_test.npz")
@@ -94,8 +102,13 @@ def test_mlflow_shows_the_data_sets_and_what_each_figure_was_measured_on(project
     client = mlflow_client(path)
     experiment = client.get_experiment_by_name("facelab")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    contexts = {name: {(d.dataset.name, {t.key: t.value for t in d.tags}["mlflow.data.context"])
-                       for d in runs[name].inputs.dataset_inputs} for name in ("train_keypoints", "evaluate")}
+    contexts = {
+        name: {
+            (d.dataset.name, {t.key: t.value for t in d.tags}["mlflow.data.context"])
+            for d in runs[name].inputs.dataset_inputs
+        }
+        for name in ("train_keypoints", "evaluate")
+    }
     assert contexts["train_keypoints"] == {("keypoints_train", "training"), ("keypoints_val", "validation")}
     assert contexts["evaluate"] == {("keypoints_test", "test"), ("emotion_test", "test")}
     version = client.get_model_version_by_alias("facelab-emotion", "champion")

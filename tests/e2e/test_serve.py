@@ -35,7 +35,7 @@ pytestmark = pytest.mark.e2e
 FACES, OF = (0, 2), 4
 CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
 KEYPOINTS, EMOTION, ANALYZER = "facelab-keypoints", "facelab-emotion", "facelab-face-analyzer"
-PING_TIMEOUT_S = 300   # a loaded 2-core machine needs minutes to start TensorFlow in the server
+PING_TIMEOUT_S = 300  # a loaded 2-core machine needs minutes to start TensorFlow in the server
 
 
 def _free_port() -> int:
@@ -53,7 +53,7 @@ def _photo(path: Path) -> Path:
     rng = np.random.default_rng(0)
     photo = cv2.GaussianBlur(rng.integers(60, 200, (480, 720)).astype(np.uint8), (0, 0), 8)
     for face, (x, y, size) in zip(faces, ((40, 60, 260), (400, 150, 200))):
-        photo[y:y + size, x:x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+        photo[y : y + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
     cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     return path
 
@@ -70,15 +70,32 @@ def registry(tmp_path, monkeypatch):
     with tracking.stage_run("train", {}, "facelab-serve-test"):
         # Wrapped in their test-time averaging, as the training stages save them.
         keypoints = tracking.log_and_register_keras(
-            tta.wrap(build_keypoint_model(width=16), "keypoints", flip=True, shift_px=0), KEYPOINTS,
-            np.zeros((1, 96, 96, 1), np.float32))
+            tta.wrap(build_keypoint_model(width=16), "keypoints", flip=True, shift_px=0),
+            KEYPOINTS,
+            np.zeros((1, 96, 96, 1), np.float32),
+        )
         emotion = tracking.log_and_register_keras(
-            tta.wrap(build_emotion_model(len(CLASSES), width=16), "emotion", flip=True, shift_px=0), EMOTION,
-            np.zeros((1, 48, 48, 1), np.float32), tags={"classes": ",".join(CLASSES)})
-        tracking.promote(KEYPOINTS, keypoints["version"], "keypoints.rmse_px", 3.0, False,
-                         tracking.task_tags("kp-test", "15 keypoints", "96x96"))
-        tracking.promote(EMOTION, emotion["version"], "emotion.f1_weighted", 0.5, True,
-                         tracking.task_tags("em-test", ",".join(CLASSES), "48x48"))
+            tta.wrap(build_emotion_model(len(CLASSES), width=16), "emotion", flip=True, shift_px=0),
+            EMOTION,
+            np.zeros((1, 48, 48, 1), np.float32),
+            tags={"classes": ",".join(CLASSES)},
+        )
+        tracking.promote(
+            KEYPOINTS,
+            keypoints["version"],
+            "keypoints.rmse_px",
+            3.0,
+            False,
+            tracking.task_tags("kp-test", "15 keypoints", "96x96"),
+        )
+        tracking.promote(
+            EMOTION,
+            emotion["version"],
+            "emotion.f1_weighted",
+            0.5,
+            True,
+            tracking.task_tags("em-test", ",".join(CLASSES), "48x48"),
+        )
     with tracking.stage_run("combine", {}, "facelab-serve-test"):
         champions = analyzer_model.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "champions")
         info = analyzer_model.log_and_register_analyzer(champions, ANALYZER)
@@ -129,22 +146,47 @@ def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
 
     photo = _photo(tmp_path / "two-faces.jpg")
     port = _free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=registry, TF_CPP_MIN_LOG_LEVEL="2",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=registry,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     log = tmp_path / "server.log"
     with open(log, "w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{ANALYZER}@champion",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                f"models:/{ANALYZER}@champion",
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_for_ping(f"http://127.0.0.1:{port}/ping", server, log)
         image = base64.b64encode(photo.read_bytes()).decode("ascii")
         not_an_image = base64.b64encode(b"just some text").decode("ascii")
-        answer = _post(f"http://127.0.0.1:{port}/invocations",
-                       {"dataframe_split": {"columns": ["image"], "data": [[image], [not_an_image]]}})
-        named = _post(f"http://127.0.0.1:{port}/invocations",
-                      {"dataframe_records": [{"image": image, "name": "two-faces.jpg"}]})
+        answer = _post(
+            f"http://127.0.0.1:{port}/invocations",
+            {"dataframe_split": {"columns": ["image"], "data": [[image], [not_an_image]]}},
+        )
+        named = _post(
+            f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"image": image, "name": "two-faces.jpg"}]}
+        )
     finally:
         _stop(server)
 

@@ -43,8 +43,10 @@ ADMIN_PASSWORD = f"adm-{secrets.token_hex(8)}"
 USERS = {name: f"{name}-{secrets.token_hex(8)}" for name in ("alice", "bob", "carol")}
 AWS_KEY, AWS_SECRET = f"AKIA{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30)
 SECRETS = [ADMIN_PASSWORD, AWS_SECRET, *USERS.values()]
-EXPERIMENTS = {"alice": ("train_keypoints.lr=0.001", "train_emotion.dropout=0.1"),
-               "bob": ("train_keypoints.lr=0.003", "train_emotion.dropout=0.3")}
+EXPERIMENTS = {
+    "alice": ("train_keypoints.lr=0.001", "train_emotion.dropout=0.1"),
+    "bob": ("train_keypoints.lr=0.003", "train_emotion.dropout=0.3"),
+}
 SHARED_STAGES = {"prepare", "augment"}
 EXP_STAGES = {"train_keypoints", "train_emotion", "evaluate", "combine"}
 STAGES = SHARED_STAGES | EXP_STAGES
@@ -64,8 +66,11 @@ def services(tmp_path_factory):
             raise
         pytest.skip(str(exc))
     folder = tmp_path_factory.mktemp("team-services")
-    secrets_env = {team_services.ADMIN_PASSWORD_ENV: ADMIN_PASSWORD, "AWS_ACCESS_KEY_ID": AWS_KEY,
-                   "AWS_SECRET_ACCESS_KEY": AWS_SECRET}
+    secrets_env = {
+        team_services.ADMIN_PASSWORD_ENV: ADMIN_PASSWORD,
+        "AWS_ACCESS_KEY_ID": AWS_KEY,
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+    }
     team_services.MLFLOW_WORKERS = 1  # one uvicorn worker starts (and restarts) twice as fast on 2 cores
     with mock.patch.dict(os.environ, secrets_env):
         try:
@@ -84,8 +89,13 @@ def _admin_client(uri: str):
 def _member(name: str, remote: Path, dest: Path, base_env: dict, uri: str, dvc_local: bool) -> tuple[Path, dict]:
     """A member's clone: MLflow credentials in the environment, the S3 key by `--local` or AWS_*."""
     run(["git", "clone", "-q", str(remote), str(dest)], dest.parent, base_env)
-    env = dict(base_env, PYTHONPATH=str(dest / "src"), MLFLOW_TRACKING_URI=uri, MLFLOW_TRACKING_USERNAME=name,
-               MLFLOW_TRACKING_PASSWORD=USERS[name])
+    env = dict(
+        base_env,
+        PYTHONPATH=str(dest / "src"),
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_TRACKING_USERNAME=name,
+        MLFLOW_TRACKING_PASSWORD=USERS[name],
+    )
     if dvc_local:
         run(["dvc", "remote", "modify", "--local", "team", "access_key_id", AWS_KEY], dest, env)
         run(["dvc", "remote", "modify", "--local", "team", "secret_access_key", AWS_SECRET], dest, env)
@@ -127,8 +137,14 @@ def _restart_during_a_stage(client, folder: Path, project: Path, env: dict) -> s
     """
     log = project / "repro.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(["dvc", "exp", "run", "-S", "train_emotion.dropout=0.2"], cwd=project, env=env,
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            ["dvc", "exp", "run", "-S", "train_emotion.dropout=0.2"],
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         experiment = client.get_experiment_by_name("facelab").experiment_id
         deadline = time.monotonic() + RESTART_WAIT_S
@@ -191,8 +207,14 @@ def test_two_members_one_server_one_remote(services, tmp_path):
     run(["dvc", "remote", "modify", "team", "endpointurl", endpoint], origin, env)
     run(["git", "commit", "-q", "-am", "team remote"], origin, env)
     # The shared data once, on main and in S3 (members' experiments then only train, evaluate, combine).
-    lead = dict(env, MLFLOW_TRACKING_URI=uri, MLFLOW_TRACKING_USERNAME=team_services.ADMIN_USER,
-                MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD, AWS_ACCESS_KEY_ID=AWS_KEY, AWS_SECRET_ACCESS_KEY=AWS_SECRET)
+    lead = dict(
+        env,
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_TRACKING_USERNAME=team_services.ADMIN_USER,
+        MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD,
+        AWS_ACCESS_KEY_ID=AWS_KEY,
+        AWS_SECRET_ACCESS_KEY=AWS_SECRET,
+    )
     run(["dvc", "repro", "augment"], origin, lead)
     run(["dvc", "push"], origin, lead)
     run(["git", "add", "-A"], origin, env)
@@ -202,22 +224,30 @@ def test_two_members_one_server_one_remote(services, tmp_path):
 
     admin = requests.auth.HTTPBasicAuth(team_services.ADMIN_USER, ADMIN_PASSWORD)
     for name, password in USERS.items():
-        answer = requests.post(f"{uri}/api/2.0/mlflow/users/create", json={"username": name, "password": password},
-                               auth=admin, timeout=30)
+        answer = requests.post(
+            f"{uri}/api/2.0/mlflow/users/create", json={"username": name, "password": password}, auth=admin, timeout=30
+        )
         assert answer.status_code == 200, answer.text
     assert requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30).status_code == 401
-    assert requests.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30,
-                        auth=("alice", "wrong")).status_code == 401
+    assert (
+        requests.get(
+            f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30, auth=("alice", "wrong")
+        ).status_code
+        == 401
+    )
 
-    members = {"alice": _member("alice", remote, tmp_path / "alice", env, uri, dvc_local=True),
-               "bob": _member("bob", remote, tmp_path / "bob", env, uri, dvc_local=False)}
+    members = {
+        "alice": _member("alice", remote, tmp_path / "alice", env, uri, dvc_local=True),
+        "bob": _member("bob", remote, tmp_path / "bob", env, uri, dvc_local=False),
+    }
     for name, (path, member_env) in members.items():
         run(["dvc", "pull", "prepare", "augment"], path, member_env)  # (the later stages have not run on main)
         sets = [arg for s in EXPERIMENTS[name] for arg in ("-S", s)]
         run(["dvc", "exp", "run", "--queue", "-n", f"{name}-exp", *sets], path, member_env)
 
-    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": team_services.ADMIN_USER,
-                                      "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}):
+    with mock.patch.dict(
+        os.environ, {"MLFLOW_TRACKING_USERNAME": team_services.ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    ):
         client = _admin_client(uri)
         started = time.monotonic()
         try:
@@ -241,8 +271,10 @@ def test_two_members_one_server_one_remote(services, tmp_path):
         by_exp: dict[str | None, list[str]] = {}
         for r in runs:
             by_exp.setdefault(r.data.tags.get("dvc.exp_name"), []).append(r.info.run_name)
-        assert {k: sorted(v) for k, v in by_exp.items()} == {None: sorted(SHARED_STAGES),
-                                                             **{f"{n}-exp": sorted(EXP_STAGES) for n in members}}
+        assert {k: sorted(v) for k, v in by_exp.items()} == {
+            None: sorted(SHARED_STAGES),
+            **{f"{n}-exp": sorted(EXP_STAGES) for n in members},
+        }
         for model in CHAMPION_METRICS:
             values = _check_registry(client, model, expected_versions=2)
             assert len(set(values.values())) == 2, f"{model}: both members trained the same model {values}"
@@ -269,7 +301,7 @@ def test_two_members_one_server_one_remote(services, tmp_path):
         assert "bob-exp" in run(["dvc", "exp", "list", "--all-commits", "--name-only"], carol, carol_env).stdout
         photo, real_face = _photo(tmp_path / "photo.jpg", carol)
         predicted = run(["facelab", "predict", str(photo), "--json"], carol, carol_env)
-        [record] = json.loads(predicted.stdout[predicted.stdout.index("["):])
+        [record] = json.loads(predicted.stdout[predicted.stdout.index("[") :])
         assert record["photo"].endswith("photo.jpg")
         if real_face:
             assert len(record["faces"]) == 1 and len(record["faces"][0]["keypoints"]) == 15, record
@@ -289,11 +321,15 @@ def test_two_members_one_server_one_remote(services, tmp_path):
         params_and_tags = {f"run {r.info.run_id}": json.dumps([r.data.params, r.data.tags]) for r in runs}
         git_history = run(["git", "log", "-p", "--all"], remote, env).stdout
         leaks = _scan_for_secrets(
-            [p / name for p in (origin, alice, members["bob"][0], carol)
-             for name in (".dvc/config", "dvc.lock", "params.yaml", "queue-start.log", ".dvc/tmp/exps")
-             if (p / name).exists()] + [folder / "mlflow.log", folder / "s3.log", folder / "state.json",
-                                         folder / "basic_auth.ini"],
-            {**params_and_tags, "git history": git_history, "dvc pull": repro.stdout + predicted.stderr})
+            [
+                p / name
+                for p in (origin, alice, members["bob"][0], carol)
+                for name in (".dvc/config", "dvc.lock", "params.yaml", "queue-start.log", ".dvc/tmp/exps")
+                if (p / name).exists()
+            ]
+            + [folder / "mlflow.log", folder / "s3.log", folder / "state.json", folder / "basic_auth.ini"],
+            {**params_and_tags, "git history": git_history, "dvc pull": repro.stdout + predicted.stderr},
+        )
         assert not leaks, leaks
         # ... while the --local credential is where a member expects it, outside git.
         assert AWS_SECRET in (carol / ".dvc/config.local").read_text()

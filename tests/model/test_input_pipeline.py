@@ -30,7 +30,7 @@ def test_a_training_set_smaller_than_a_batch_is_one_partial_batch():
 
 
 def test_pixels_arrive_as_0_to_255_floats_with_their_targets():
-    (x, y), = _batches(make_dataset(IMAGES[:2], TARGETS[:2], 2, shuffle=False, seed=0))
+    ((x, y),) = _batches(make_dataset(IMAGES[:2], TARGETS[:2], 2, shuffle=False, seed=0))
     np.testing.assert_array_equal(x[..., 0], IMAGES[:2].astype(np.float32))
     np.testing.assert_array_equal(y, TARGETS[:2])
 
@@ -57,14 +57,24 @@ def test_fit_reads_one_repeated_iterator_and_returns_the_best_epochs_weights(tmp
 
     train = make_dataset(IMAGES, TARGETS, 4, shuffle=True, seed=0)
     val = make_dataset(IMAGES, TARGETS, 4, shuffle=False, seed=0)
-    best, history, _ = fit(model, train, val, epochs=3, steps_per_epoch=2, images_per_epoch=8,
-                        folder=tmp_path / "run", resume=False, label="test", callbacks=[CountBatches()])
+    best, history, _ = fit(
+        model,
+        train,
+        val,
+        epochs=3,
+        steps_per_epoch=2,
+        images_per_epoch=8,
+        folder=tmp_path / "run",
+        resume=False,
+        label="test",
+        callbacks=[CountBatches()],
+    )
     assert seen == [2, 2, 2] and int(model.optimizer.iterations) == 6
     assert history["epoch"] == [0, 1, 2] and all(np.isfinite(history["val_loss"]))
-    best_epoch = int(np.argmin(history["val_loss"]))   # the returned model holds that epoch's weights
+    best_epoch = int(np.argmin(history["val_loss"]))  # the returned model holds that epoch's weights
     for kept, recorded in zip(best.get_weights(), weights_after[best_epoch]):
         np.testing.assert_array_equal(kept, recorded)
-    assert best is not model and getattr(best, "optimizer", None) is None   # saved without optimizer state
+    assert best is not model and getattr(best, "optimizer", None) is None  # saved without optimizer state
 
 
 def _augmented_batches_digest(batches: int = 30) -> str:

@@ -79,7 +79,7 @@ def test_soft_argmax_finds_the_peak_of_a_heatmap_in_input_pixels():
     from facelab.model import SpatialSoftArgmax
 
     maps = np.full((1, 12, 12, 2), -50.0, np.float32)
-    maps[0, 3, 7, 0] = 50.0     # row 3, column 7 of a stride-8 map over 96 px: x = 7.5 * 8 - 0.5, y = 3.5 * 8 - 0.5
+    maps[0, 3, 7, 0] = 50.0  # row 3, column 7 of a stride-8 map over 96 px: x = 7.5 * 8 - 0.5, y = 3.5 * 8 - 0.5
     maps[0, 10, 0, 1] = 50.0
     points = np.asarray(SpatialSoftArgmax(96)(maps))[0]
     np.testing.assert_allclose(points, [59.5, 27.5, 3.5, 83.5], atol=1e-3)

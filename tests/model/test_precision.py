@@ -27,7 +27,7 @@ def _faces():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(FACES, 96, 96), dtype=np.uint8)
     keypoints = rng.uniform(20, 76, size=(FACES, 30)).astype(np.float32)
-    keypoints[0, :4] = np.nan   # a missing keypoint, as with data.keypoints.missing: mask
+    keypoints[0, :4] = np.nan  # a missing keypoint, as with data.keypoints.missing: mask
     return images, keypoints
 
 
@@ -38,7 +38,7 @@ def test_a_few_steps_train_save_and_reload(policy, tmp_path):
     model.compile(optimizer=training.make_optimizer(1e-3, "cosine", 1e-4, STEPS), loss=training.masked_mse)
     compute = {layer.dtype_policy.compute_dtype for layer in model.layers if isinstance(layer, keras.layers.Conv2D)}
     assert compute == {policy.removeprefix("mixed_")}
-    assert all(v.dtype == "float32" for v in model.trainable_variables)   # variables stay float32
+    assert all(v.dtype == "float32" for v in model.trainable_variables)  # variables stay float32
     # Keras wraps the optimizer for float16 only (bfloat16 has float32's exponent range: no scaling needed).
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
     kernel = next(v for v in model.trainable_variables if "conv" in v.path)
@@ -60,6 +60,7 @@ def test_a_few_steps_train_save_and_reload(policy, tmp_path):
     model.save(path)
     reloaded = keras.saving.load_model(path, compile=False)
     x = images[:2, :, :, None].astype(np.float32)
-    np.testing.assert_allclose(np.asarray(reloaded(x, training=False)), np.asarray(model(x, training=False)),
-                               rtol=1e-3, atol=1e-2)
-    assert reloaded.get_layer("keypoints").dtype_policy.compute_dtype == "float32"   # the head stays float32
+    np.testing.assert_allclose(
+        np.asarray(reloaded(x, training=False)), np.asarray(model(x, training=False)), rtol=1e-3, atol=1e-2
+    )
+    assert reloaded.get_layer("keypoints").dtype_policy.compute_dtype == "float32"  # the head stays float32

@@ -51,8 +51,7 @@ def _model(seed):
 def _interrupted_fit(folder, epochs_done):
     model = _model(0)
     with pytest.raises(Interrupt):
-        model.fit(X, Y, epochs=10, verbose=0,
-                  callbacks=[AtomicBackupAndRestore(folder), StopAfter(epochs_done)])
+        model.fit(X, Y, epochs=10, verbose=0, callbacks=[AtomicBackupAndRestore(folder), StopAfter(epochs_done)])
     return model
 
 

@@ -20,7 +20,7 @@ def _shift(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 def _manual(model, images: np.ndarray, task: str, flip: bool, shift: int) -> np.ndarray:
     outputs = []
-    for mirrored in ((0, 1) if flip else (0,)):
+    for mirrored in (0, 1) if flip else (0,):
         base = images[:, :, ::-1] if mirrored else images
         for dx, dy in [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift else []):
             out = np.asarray(model(_shift(base, dx, dy), training=False), np.float64)
@@ -33,8 +33,9 @@ def _manual(model, images: np.ndarray, task: str, flip: bool, shift: int) -> np.
     return np.mean(outputs, axis=0)
 
 
-@pytest.mark.parametrize("task, flip, shift", [("keypoints", True, 0), ("keypoints", True, 3),
-                                               ("keypoints", False, 2), ("emotion", True, 2)])
+@pytest.mark.parametrize(
+    "task, flip, shift", [("keypoints", True, 0), ("keypoints", True, 3), ("keypoints", False, 2), ("emotion", True, 2)]
+)
 def test_wrapped_model_saves_reloads_safely_and_equals_the_manual_average(tmp_path, task, flip, shift):
     keras.utils.set_random_seed(0)
     if task == "keypoints":
