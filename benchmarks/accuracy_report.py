@@ -79,6 +79,7 @@ def write_table(runs: list[dict], path: Path = TABLE) -> None:
 
 
 def draw(runs: list[dict], path: Path = PICTURE) -> None:
+    runs = [r for r in runs if r["wall_min"]]  # a run whose wall time was not recorded is in the table only
     tasks = [t for t in GOALS if any(r["task"] == t for r in runs)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
