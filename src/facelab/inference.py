@@ -13,7 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from facelab import tta  # noqa: F401  (registers the layers a saved facelab model holds)
+# Imported for what they register: the Keras layers a saved facelab model can hold (its test-time averaging,
+# the keypoint head's SpatialSoftArgmax), so every loader of a model finds them.
+from facelab import model, tta  # noqa: F401
 from facelab.errors import FacelabError
 
 BATCH_SIZE = 128

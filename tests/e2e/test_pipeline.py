@@ -78,8 +78,17 @@ def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch)
     from facelab.metrics import emotion_scores, keypoint_rmse
 
     path, _, _ = project
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path / 'mlflow.db'}")
-    served = mlflow.pyfunc.load_model("models:/facelab-face-analyzer@champion")
+    uri = f"sqlite:///{path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # Earlier tests in this process may have set MLflow's URIs, which win over the variable: set them too.
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        served = mlflow.pyfunc.load_model("models:/facelab-face-analyzer@champion")
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     analyzer = served.unwrap_python_model().analyzer
     champions = json.loads((path / "models/champions.json").read_text())
     assert served.metadata.metadata == {
@@ -133,4 +142,5 @@ def test_a_rerun_leaves_the_tree_clean(project):
     run(["git", "commit", "-q", "-m", "first run"], path, env)
     run(["dvc", "repro", "-f"], path, env)
     changed = run(["git", "status", "--porcelain"], path, env).stdout.split("\n")
-    assert [line for line in changed if line.strip()] in ([], [" M dvc.lock"]), changed
+    # DVC's autostage (.dvc/config) stages what it writes: dvc.lock is "M " or " M"
+    assert [line[3:] for line in changed if line.strip()] in ([], ["dvc.lock"]), changed
