@@ -15,7 +15,8 @@ import tensorflow as tf
 
 # Imported for what they register: the Keras layers a saved facelab model can hold (its test-time averaging,
 # the keypoint head's SpatialSoftArgmax), so every loader of a model finds them.
-from facelab import model, tta  # noqa: F401
+from facelab import model as _model_layers  # noqa: F401
+from facelab import tta  # noqa: F401
 from facelab.errors import FacelabError
 
 BATCH_SIZE = 128
