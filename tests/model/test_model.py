@@ -107,3 +107,14 @@ def test_one_cycle_rate_rises_then_falls_to_zero():
     assert rates[1] > rates[2] > rates[3]
     optimizer = make_optimizer(0.1, "onecycle", 5e-4, 100, "sgd")
     assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
+
+
+def test_the_params_schema_offers_exactly_the_keypoint_heads_and_losses_there_are():
+    """config.SCHEMA stays free of Keras, so it names the choices again: this keeps the two lists equal."""
+    from facelab.config import SCHEMA
+    from facelab.model import KEYPOINT_HEADS
+    from facelab.training import KEYPOINT_LOSSES
+
+    section = SCHEMA["train_keypoints"]
+    assert section["head"][1] == "one of " + ", ".join(KEYPOINT_HEADS)
+    assert section["loss"][1] == "one of " + ", ".join(KEYPOINT_LOSSES)
