@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -129,11 +130,17 @@ def _check_registry(client, model: str, expected_versions: int) -> dict[int, flo
     return values
 
 
-def _restart_during_a_stage(client, folder: Path, project: Path, env: dict) -> str:
+def _stages_run(dvc_output: str) -> set[str]:
+    """The stages DVC ran (not skipped as unchanged) according to its output."""
+    return set(re.findall(r"^Running stage '([^']+)'", dvc_output, re.MULTILINE))
+
+
+def _restart_during_a_stage(client, folder: Path, project: Path, env: dict) -> tuple[str, set[str]]:
     """Run a new emotion training in ``project`` and restart the server while its stage runs.
 
     Either the stage survives through retries, or it ends with one ``facelab: error: MLflow server ...
-    unreachable`` line and a second ``dvc repro`` completes it.
+    unreachable`` line and a second ``dvc repro`` completes it. Returns what happened and the stages
+    that ran: ``combine`` only when the new model changed the champions (else DVC skips it, unchanged).
     """
     log = project / "repro.log"
     with open(log, "wb") as out:
@@ -161,11 +168,12 @@ def _restart_during_a_stage(client, folder: Path, project: Path, env: dict) -> s
             process.kill()
     output = log.read_text()
     if code == 0:
-        return f"server down {down_s:.1f} s; the stage survived"
+        return f"server down {down_s:.1f} s; the stage survived", _stages_run(output)
     errors = [line for line in output.splitlines() if line.startswith("facelab: error:")]
     assert len(errors) == 1 and "unreachable after" in errors[0], output[-4000:]
-    run(["dvc", "repro"], project, env)
-    return f"server down {down_s:.1f} s; the stage failed with {errors[0]!r}; dvc repro completed it"
+    rerun = run(["dvc", "repro"], project, env).stdout
+    outcome = f"server down {down_s:.1f} s; the stage failed with {errors[0]!r}; dvc repro completed it"
+    return outcome, _stages_run(output) | _stages_run(rerun)
 
 
 def _photo(path: Path, project: Path) -> tuple[Path, bool]:
@@ -308,12 +316,19 @@ def test_two_members_one_server_one_remote(services, tmp_path):
 
         # The server restarts while carol's training stage runs: it survives, or fails with one line and
         # `dvc repro` completes it; either way nothing is half-registered and every run is ended.
-        outcome = _restart_during_a_stage(client, folder, carol, carol_env)
-        print(f"restart: {outcome}")
+        emotion_champion = client.get_model_version_by_alias("facelab-emotion", "champion").version
+        outcome, carol_ran = _restart_during_a_stage(client, folder, carol, carol_env)
+        print(f"restart: {outcome}; carol's experiment ran {sorted(carol_ran)}")
         runs = client.search_runs([experiment.experiment_id], max_results=1000)
         assert not [r.info.run_name for r in runs if r.info.status not in ("FINISHED", "FAILED")]
-        finished = len(SHARED_STAGES) + 2 * len(EXP_STAGES) + 3  # + carol's train_emotion, evaluate, combine
-        assert len([r for r in runs if r.info.status == "FINISHED"]) == finished
+        assert {"train_emotion", "evaluate"} <= carol_ran <= {"train_emotion", "evaluate", "combine"}, carol_ran
+        # combine reruns only when champions.json changed, i.e. carol's model took over as champion
+        champion_changed = client.get_model_version_by_alias("facelab-emotion", "champion").version != emotion_champion
+        assert ("combine" in carol_ran) == champion_changed, (carol_ran, emotion_champion)
+        finished = len(SHARED_STAGES) + 2 * len(EXP_STAGES) + len(carol_ran)  # one FINISHED run per stage run
+        assert len([r for r in runs if r.info.status == "FINISHED"]) == finished, sorted(
+            (r.info.run_name, r.info.status) for r in runs
+        )
         _check_registry(client, "facelab-keypoints", expected_versions=2)
         _check_registry(client, "facelab-emotion", expected_versions=3)
 
