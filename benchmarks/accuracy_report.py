@@ -78,22 +78,35 @@ def write_table(runs: list[dict], path: Path = TABLE) -> None:
     path.write_text("\n".join(lines))
 
 
+BUDGETS_MIN = (45, 120)  # quick and full
+
+
 def draw(runs: list[dict], path: Path = PICTURE) -> None:
     runs = [r for r in runs if r["wall_min"]]  # a run whose wall time was not recorded is in the table only
     tasks = [t for t in GOALS if any(r["task"] == t for r in runs)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         title, quick, full, higher = GOALS[task]
-        for r in (r for r in runs if r["task"] == task):
-            value, is_test = _figure(r)
-            ax.scatter(float(r["wall_min"]), value, s=36, facecolors="C0" if is_test else "none", edgecolors="C0")
-            ax.annotate(r["name"], (float(r["wall_min"]), value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        points = [(float(r["wall_min"]), *_figure(r), r["name"]) for r in runs if r["task"] == task]
+        for minutes, value, is_test, name in points:
+            ax.scatter(minutes, value, s=36, facecolors="C0" if is_test else "none", edgecolors="C0")
+            # names of close points stacked: above the highest within 30 min, one line lower per higher neighbour
+            rank = sum(v > value for m, v, *_ in points if abs(m - minutes) < 30)
+            offset = (3, 3) if rank == 0 else (3, -10 * rank)
+            ax.annotate(name, (minutes, value), fontsize=7, xytext=offset, textcoords="offset points")
         ax.axhline(quick, color="C2", ls="--", lw=1, label=f"quick goal {quick} (<= 45 min)")
         ax.axhline(full, color="C3", ls=":", lw=1, label=f"full goal {full} (<= 120 min)")
+        for minutes in BUDGETS_MIN:
+            ax.axvline(minutes, color="0.7", lw=0.8)
+        ax.set_xlim(0, BUDGETS_MIN[-1] + 10)  # the same minutes on every panel: what the budgets buy
+        ax.margins(y=0.15)
         ax.set_xlabel("wall minutes on 2 CPU cores")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7, loc="lower right" if higher else "upper right")
-    fig.suptitle("filled: test figure; hollow: validation figure (short proxy runs)", fontsize=8)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(
+        "filled: test figure; hollow: validation figure (short proxy runs); grey lines: the 45 and 120 minute budgets",
+        fontsize=8,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
