@@ -88,11 +88,12 @@ def draw(runs: list[dict], path: Path = PICTURE) -> None:
     for ax, task in zip(axes[0], tasks):
         title, quick, full, higher = GOALS[task]
         points = [(float(r["wall_min"]), *_figure(r), r["name"]) for r in runs if r["task"] == task]
+        values = [v for _, v, *_ in points] + [quick, full]
+        near = 0.1 * (max(values) - min(values))  # names of points this close (and 30 min) are stacked
         for minutes, value, is_test, name in points:
             ax.scatter(minutes, value, s=36, facecolors="C0" if is_test else "none", edgecolors="C0")
-            # names of close points stacked: above the highest within 30 min, one line lower per higher neighbour
-            rank = sum(v > value for m, v, *_ in points if abs(m - minutes) < 30)
-            offset = (3, 3) if rank == 0 else (3, -10 * rank)
+            rank = sum(v > value for m, v, *_ in points if abs(m - minutes) < 30 and abs(v - value) < near)
+            offset = (3, 3) if rank == 0 else (3, -10 * rank)  # above the highest, then a line lower each
             ax.annotate(name, (minutes, value), fontsize=7, xytext=offset, textcoords="offset points")
         ax.axhline(quick, color="C2", ls="--", lw=1, label=f"quick goal {quick} (<= 45 min)")
         ax.axhline(full, color="C3", ls=":", lw=1, label=f"full goal {full} (<= 120 min)")
