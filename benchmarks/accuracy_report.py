@@ -78,9 +78,6 @@ def write_table(runs: list[dict], path: Path = TABLE) -> None:
     path.write_text("\n".join(lines))
 
 
-BUDGETS_MIN = (45, 120)  # quick and full
-
-
 def draw(runs: list[dict], path: Path = PICTURE) -> None:
     runs = [r for r in runs if r["wall_min"]]  # a run whose wall time was not recorded is in the table only
     tasks = [t for t in GOALS if any(r["task"] == t for r in runs)]
@@ -95,17 +92,18 @@ def draw(runs: list[dict], path: Path = PICTURE) -> None:
             rank = sum(v > value for m, v, *_ in points if abs(m - minutes) < 30 and abs(v - value) < near)
             offset = (3, 3) if rank == 0 else (3, -10 * rank)  # above the highest, then a line lower each
             ax.annotate(name, (minutes, value), fontsize=7, xytext=offset, textcoords="offset points")
-        ax.axhline(quick, color="C2", ls="--", lw=1, label=f"quick goal {quick} (<= 45 min)")
-        ax.axhline(full, color="C3", ls=":", lw=1, label=f"full goal {full} (<= 120 min)")
-        for minutes in BUDGETS_MIN:
+        ax.axhline(quick, color="C2", ls="--", lw=1, label=f"quick goal {quick} (<= {BUDGET_MIN['quick']} min)")
+        ax.axhline(full, color="C3", ls=":", lw=1, label=f"full goal {full} (<= {BUDGET_MIN['full']} min)")
+        for minutes in BUDGET_MIN.values():
             ax.axvline(minutes, color="0.7", lw=0.8)
-        ax.set_xlim(0, BUDGETS_MIN[-1] + 10)  # the same minutes on every panel: what the budgets buy
+        ax.set_xlim(0, max(BUDGET_MIN.values()) + 10)  # the same minutes on every panel: what the budgets buy
         ax.margins(y=0.15)
         ax.set_xlabel("wall minutes on 2 CPU cores")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(
-        "filled: test figure; hollow: validation figure (short proxy runs); grey lines: the 45 and 120 minute budgets",
+        "filled: test figure; hollow: validation figure (short proxy runs); grey lines: the "
+        f"{BUDGET_MIN['quick']} and {BUDGET_MIN['full']} minute budgets",
         fontsize=8,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
