@@ -191,6 +191,7 @@ SCHEMA: dict[str, Any] = {
     "train_emotion": {
         **_train_schema(),
         "image_size": _int(32, 256),
+        "crop": _int(0, 256),
         "label_smoothing": _num(0.0, 0.5),
         "class_weights": _choice("none", "balanced", "sqrt"),
     },
@@ -250,6 +251,12 @@ def validate_params(params: dict, source: Path | str = PARAMS_FILE) -> dict:
             fer_label_id(name)
         except KeyError as exc:
             raise FacelabError(f"{source}: data.emotion.classes: {exc.args[0]}") from None
+    emotion = params["train_emotion"]
+    if emotion["crop"] > emotion["image_size"]:
+        raise FacelabError(
+            f"{source}: train_emotion.crop = {emotion['crop']} is larger than train_emotion.image_size = "
+            f"{emotion['image_size']} (the crop is cut from the resized face)"
+        )
     ids = [fer_label_id(n) for n in params["data"]["emotion"]["classes"]]
     if len(set(ids)) != len(ids):
         raise FacelabError(f"{source}: data.emotion.classes names the same FER class twice")

@@ -187,12 +187,23 @@ def build_emotion_model(
     stem: str = "small",
     dropout: float = 0.0,
     l2: float = 0.0,
+    crop: int = 0,
 ) -> keras.Model:
-    """ResNet-18 with a softmax head; ``input_size`` pixels in, resized to ``image_size`` inside."""
+    """ResNet-18 with a softmax head; ``input_size`` pixels in, resized to ``image_size`` inside.
+
+    ``crop`` > 0: the network sees the centred ``crop`` x ``crop`` pixels of the resized face (the
+    published FER2013 recipes' 40-44 px crops). Training's random translation moves the face under
+    that window, so in training it is a random crop; at test time the centre one, and each shifted
+    view of the test-time averaging another crop.
+    """
+    if crop > image_size:
+        raise ValueError(f"crop ({crop}) must not exceed image_size ({image_size})")
     inputs = keras.Input((input_size, input_size, 1), name="image")
     x = inputs
     if image_size != input_size:
         x = layers.Resizing(image_size, image_size, name="resize")(x)
+    if crop and crop < image_size:
+        x = layers.CenterCrop(crop, crop, name="crop")(x)
     x = resnet18_body(x, width, stem, l2)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)

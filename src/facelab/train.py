@@ -265,6 +265,7 @@ def run_emotion(params: dict) -> dict:
                 num_classes,
                 input_size=input_size,
                 image_size=cfg["image_size"],
+                crop=cfg["crop"],
                 width=cfg["width"],
                 stem=cfg["stem"],
                 dropout=cfg["dropout"],

@@ -26,6 +26,21 @@ def test_emotion_model_outputs_probabilities_and_resizes_its_input():
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_emotion_model_crop_is_the_centre_at_test_time():
+    """crop=40: the network sees the centred 40x40 pixels, so the 4-pixel border cannot change the answer."""
+    keras.utils.set_random_seed(0)
+    model = build_emotion_model(5, input_size=48, image_size=48, width=16, crop=40)
+    faces = np.random.default_rng(2).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32)
+    other_border = faces.copy()
+    other_border[:, :4], other_border[:, -4:], other_border[:, :, :4], other_border[:, :, -4:] = 0, 255, 0, 255
+    np.testing.assert_allclose(np.asarray(model(other_border)), np.asarray(model(faces)), rtol=1e-6)
+    centre = faces.copy()
+    centre[:, 20:28, 20:28] = 255 - centre[:, 20:28, 20:28]
+    assert not np.allclose(np.asarray(model(centre)), np.asarray(model(faces)))
+    with pytest.raises(ValueError, match="crop"):
+        build_emotion_model(5, input_size=48, image_size=48, width=16, crop=56)
+
+
 def test_both_heads_share_the_same_resnet18_body():
     kp, em = build_keypoint_model(96, width=16), build_emotion_model(7, width=16)
     assert _conv_layers(kp) == _conv_layers(em)
