@@ -2,13 +2,13 @@
 
 Test-time averaging is part of the saved model (``facelab.tta``), so choosing it by retraining costs
 a training per setting. This reads a saved ``models/emotion.keras``, takes the network inside its
-averaging layers and scores it on the validation split with every setting of SETTINGS (mirror image,
+averaging layers and scores it on a prepared split with every setting of SETTINGS (mirror image,
 shift in pixels): no training, about 2 minutes of CPU for FER2013's 2,871 validation faces::
 
     python benchmarks/tta_choices.py models/emotion.keras data/prepared/emotion_val.npz
 
-Read it on the validation split, never on the test split: the setting it picks is then scored on
-faces it did not choose.
+Choose on the validation split; read the test split (``emotion_test.npz``) only to report what the
+choice is worth there, never to choose.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import keras
 import numpy as np
 from sklearn.metrics import f1_score
 
-import facelab.model  # noqa: F401  (registers the custom layers for loading)
 from facelab import artifacts, inference, tta
 
 SETTINGS = [(False, 0), (True, 0), (True, 1), (True, 2), (True, 3), (True, 4)]
@@ -42,7 +41,7 @@ def main() -> None:
     parser.add_argument("model", help="a saved emotion model (.keras)")
     parser.add_argument("split", help="a prepared split (.npz with images and labels): the validation one to choose")
     args = parser.parse_args()
-    network = network_inside(keras.saving.load_model(args.model, compile=False))
+    network = network_inside(inference.load_model(args.model))  # safe mode, as evaluate loads it
     split = artifacts.load_split(args.split)
     print("| mirror | shift px | views | accuracy | weighted F1 |\n|---|---|---|---|---|")
     for flip, shift_px in SETTINGS:
