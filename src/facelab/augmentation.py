@@ -7,7 +7,8 @@ rotations, shifts and scalings are one affine warp applied to the pixels and to 
 keypoints alike; brightness/contrast changes leave keypoints where they are.
 
 Emotion (Keras preprocessing layers, applied on the fly by ``tf.data`` while training):
-random flip, rotation, translation, zoom and contrast. ``emotion_augmenter`` builds them.
+random flip, rotation, translation, zoom, contrast and random erasing (a rectangle of noise over
+part of the face, so no single region decides the label). ``emotion_augmenter`` builds them.
 """
 
 from __future__ import annotations
@@ -97,8 +98,17 @@ def expand_keypoint_training_set(
     return np.concatenate(all_images), np.concatenate(all_points)
 
 
-def emotion_augmenter(flip: bool, rotation: float, shift: float, zoom: float, contrast: float, seed: int):
-    """Keras preprocessing layers that augment a batch of (H, W, 1) 0-255 images on the fly."""
+ERASED_AREA = (0.02, 0.25)  # random erasing: the fraction of the face one erased rectangle covers
+
+
+def emotion_augmenter(
+    flip: bool, rotation: float, shift: float, zoom: float, contrast: float, seed: int, erasing: float = 0.0
+):
+    """Keras preprocessing layers that augment a batch of (H, W, 1) 0-255 images on the fly.
+
+    ``erasing``: covers a rectangle of each face with noise with a probability drawn, per face,
+    between 0 and this (Keras ``RandomErasing``), so on average half of it; 0 turns it off.
+    """
     import keras  # local: the numpy half of this module must not need TensorFlow
     from keras import layers
 
@@ -113,4 +123,6 @@ def emotion_augmenter(flip: bool, rotation: float, shift: float, zoom: float, co
         steps.append(layers.RandomZoom(zoom, fill_mode="nearest", seed=seed + 3))
     if contrast:
         steps.append(layers.RandomContrast(contrast, value_range=(0, 255), seed=seed + 4))
+    if erasing:
+        steps.append(layers.RandomErasing(erasing, scale=ERASED_AREA, value_range=(0, 255), seed=seed + 5))
     return keras.Sequential(steps, name="emotion_augmentation")

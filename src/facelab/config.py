@@ -181,6 +181,7 @@ SCHEMA: dict[str, Any] = {
             "shift": _num(0, 0.5),
             "zoom": _num(0, 0.5),
             "contrast": _num(0, 0.9),
+            "erasing": _num(0, 1),
         },
     },
     "train_keypoints": {

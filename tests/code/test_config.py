@@ -31,6 +31,7 @@ def test_the_committed_params_are_valid():
         ("train_emotion.tta.shift_px", -1, "train_emotion.tta.shift_px"),
         ("train_keypoints.tta.flip", "yes", "train_keypoints.tta.flip"),
         ("train_emotion.crop", 200, "train_emotion.crop = 200 is larger than train_emotion.image_size"),
+        ("augment.emotion.erasing", 1.5, "augment.emotion.erasing = 1.5"),
     ],
 )
 def test_bad_parameters_are_named(dotted, value, expected):

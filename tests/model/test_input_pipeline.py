@@ -98,3 +98,18 @@ def test_on_the_fly_augmentation_draws_the_same_faces_every_run():
     # With parallel map calls the layers' random draws interleave differently each run, and the
     # same parameters gave a different emotion model (and metrics) on every `dvc repro`.
     assert _augmented_batches_digest() == _augmented_batches_digest()
+
+
+def test_random_erasing_covers_part_of_some_faces_and_only_when_asked():
+    from facelab.augmentation import ERASED_AREA, emotion_augmenter
+
+    faces = np.full((200, 48, 48, 1), 128.0, np.float32)
+    off = emotion_augmenter(flip=True, rotation=0, shift=0, zoom=0, contrast=0, seed=0, erasing=0.0)
+    assert [type(layer).__name__ for layer in off.layers] == ["RandomFlip"]
+
+    on = emotion_augmenter(flip=False, rotation=0, shift=0, zoom=0, contrast=0, seed=0, erasing=1.0)
+    changed = (np.asarray(on(faces, training=True)) != 128.0).mean(axis=(1, 2, 3))
+    erased = changed[changed > 0]
+    assert 0.25 < len(erased) / len(faces) < 0.75  # each face with a probability drawn in [0, 1]: half on average
+    assert erased.max() <= ERASED_AREA[1] + 0.05  # a rectangle, never the whole face
+    assert np.array_equal(np.asarray(on(faces, training=False)), faces)  # never at test time
