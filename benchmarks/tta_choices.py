@@ -24,12 +24,6 @@ from facelab import artifacts, inference, tta
 SETTINGS = [(False, 0), (True, 0), (True, 1), (True, 2), (True, 3), (True, 4)]
 
 
-def network_inside(model: keras.Model) -> keras.Model:
-    """The trained network a ``tta.wrap`` model averages (the model itself when it has no averaging)."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    return inner[0] if inner else model
-
-
 def scores(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(accuracy, weighted F1) of the model's most probable class."""
     predicted = inference.predict(model, images).argmax(axis=1)  # as evaluate scores the saved model
@@ -41,7 +35,7 @@ def main() -> None:
     parser.add_argument("model", help="a saved emotion model (.keras)")
     parser.add_argument("split", help="a prepared split (.npz with images and labels): the validation one to choose")
     args = parser.parse_args()
-    network = network_inside(inference.load_model(args.model))  # safe mode, as evaluate loads it
+    network = tta.unwrap(inference.load_model(args.model))  # safe mode, as evaluate loads it
     split = artifacts.load_split(args.split)
     print("| mirror | shift px | views | accuracy | weighted F1 |\n|---|---|---|---|---|")
     for flip, shift_px in SETTINGS:

@@ -1,7 +1,8 @@
 """Test-time averaging (TTA) baked into the saved model: what is served is what was scored.
 
 ``wrap(model, task, flip=..., shift_px=...)`` returns a Keras model with the same input that
-runs ``model`` on several views of each face and returns their average:
+runs ``model`` on several views of each face and returns their average (``unwrap`` gives
+``model`` back, to score other settings without retraining):
 
 * views = {the face, its mirror image if ``flip``} x {no shift, and if ``shift_px`` > 0 the four
   shifts (+-s, 0) and (0, +-s)}, shifted with edge-replicated borders;
@@ -123,3 +124,9 @@ def wrap(model: keras.Model, task: str, flip: bool, shift_px: int) -> keras.Mode
     stacked = TtaViews(chosen, name="tta_views")(inputs)
     outputs = TtaAverage(chosen, task, width=int(model.input_shape[2]), name="tta_average")(model(stacked))
     return keras.Model(inputs, outputs, name=f"{model.name}_tta")
+
+
+def unwrap(model: keras.Model) -> keras.Model:
+    """The network a ``wrap`` model averages over its views (``model`` itself when it averages nothing)."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if inner else model

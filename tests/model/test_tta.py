@@ -58,6 +58,18 @@ def test_wrapped_model_saves_reloads_safely_and_equals_the_manual_average(tmp_pa
 def test_one_view_is_the_model_itself():
     model = build_emotion_model(3, width=16)
     assert tta.wrap(model, "emotion", flip=False, shift_px=0) is model
+    assert tta.unwrap(model) is model
+
+
+def test_unwrap_of_a_saved_wrapped_model_gives_the_trained_network_back(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_emotion_model(3, width=16)
+    tta.wrap(model, "emotion", flip=True, shift_px=2).save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    network = tta.unwrap(loaded)
+    assert network is not loaded and network.name == model.name
+    images = np.random.default_rng(1).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(network(images, training=False), model(images, training=False), rtol=1e-5, atol=1e-6)
 
 
 def test_views_are_flip_times_shifts():
