@@ -115,7 +115,12 @@ def _train(
     with strategy.scope():
         model.compile(
             optimizer=training.make_optimizer(
-                lr, cfg["lr_schedule"], cfg["weight_decay"], cfg["epochs"] * steps_per_epoch, cfg["optimizer"]
+                lr,
+                cfg["lr_schedule"],
+                cfg["weight_decay"],
+                cfg["epochs"] * steps_per_epoch,
+                cfg["optimizer"],
+                cfg["ema"],
             ),
             loss=loss,
             metrics=metrics,

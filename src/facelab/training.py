@@ -142,9 +142,14 @@ SGD_MOMENTUM = 0.9
 
 
 def make_optimizer(
-    lr: float, schedule: str, weight_decay: float, steps: int, optimizer: str = "adamw"
+    lr: float, schedule: str, weight_decay: float, steps: int, optimizer: str = "adamw", ema: float = 0.0
 ) -> keras.optimizers.Optimizer:
-    """AdamW (Adam without decay) or SGD with Nesterov momentum, on a constant, cosine or one-cycle rate."""
+    """AdamW (Adam without decay) or SGD with Nesterov momentum, on a constant, cosine or one-cycle rate.
+
+    ``ema`` > 0: the optimizer also keeps a moving average of the weights with that momentum
+    (Keras' ``use_ema``); ``fit`` validates and returns the average.
+    """
+    averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}
     rate = lr
     if schedule == "cosine":
         warmup = max(1, steps // 20)
@@ -154,10 +159,17 @@ def make_optimizer(
     elif schedule == "onecycle":
         rate = OneCycle(lr, steps)
     if optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay or None)
+        return keras.optimizers.SGD(
+            rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay or None, **averaging
+        )
     if weight_decay:
-        return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
-    return keras.optimizers.Adam(rate)
+        return keras.optimizers.AdamW(rate, weight_decay=weight_decay, **averaging)
+    return keras.optimizers.Adam(rate, **averaging)
+
+
+def averages_weights(model: keras.Model) -> bool:
+    """Whether ``model``'s optimizer keeps a moving average of the weights (``make_optimizer``'s ``ema``)."""
+    return bool(getattr(model.optimizer, "use_ema", False))
 
 
 # --- the fit loop ---------------------------------------------------------------------------
@@ -296,6 +308,9 @@ def fit(
     239-254 img/s on 1.9 cores with one iterator (``benchmarks/bench_iterator.py``).
     ``folder`` holds the resumable state: ``backup/`` (last epoch), ``best.weights.h5`` and
     ``history.csv`` (all epochs, across resumes).
+    When the optimizer averages the weights, each epoch is validated on the average, and the average
+    of the best epoch is returned (the backups hold the raw weights, so a resumed run goes on as if
+    uninterrupted).
     With ``resume`` false any earlier state there is discarded first. ``show_progress`` false: no epoch lines
     (the other workers of a multi-worker run).
     """
@@ -312,6 +327,9 @@ def fit(
         progress,
         *callbacks,
     ]
+    averaged = averages_weights(model)
+    if averaged:  # validate the average; the raw weights are back in the model before any epoch-end save
+        all_callbacks.insert(0, keras.callbacks.SwapEMAWeights())
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
     model.fit(
@@ -323,10 +341,16 @@ def fit(
         shuffle=False,
         callbacks=all_callbacks,
     )
-    best = model
+    best = model  # Keras' fit ends by putting the average, if any, into the model
     if best_path.exists():
+        if averaged:  # the best epoch's raw weights and optimizer state, then its average into the weights
+            model.load_weights(best_path)
+            model.optimizer.finalize_variable_values(model.trainable_variables)
         best = keras.Model.from_config(model.get_config())  # the same layers, uncompiled: no optimizer state
-        best.load_weights(best_path)
+        if averaged:
+            best.set_weights(model.get_weights())
+        else:
+            best.load_weights(best_path)
     history = pd.read_csv(folder / "history.csv").drop_duplicates("epoch", keep="last")
     return best, {col: history[col].tolist() for col in history.columns}, progress
 

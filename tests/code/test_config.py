@@ -32,6 +32,7 @@ def test_the_committed_params_are_valid():
         ("train_keypoints.tta.flip", "yes", "train_keypoints.tta.flip"),
         ("train_emotion.crop", 200, "train_emotion.crop = 200 is larger than train_emotion.image_size"),
         ("augment.emotion.erasing", 1.5, "augment.emotion.erasing = 1.5"),
+        ("train_emotion.ema", 1.0, "train_emotion.ema = 1.0 is not a number >= 0 and < 1"),
     ],
 )
 def test_bad_parameters_are_named(dotted, value, expected):
