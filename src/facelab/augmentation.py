@@ -9,6 +9,7 @@ keypoints alike; brightness/contrast changes leave keypoints where they are.
 Emotion (Keras preprocessing layers, applied on the fly by ``tf.data`` while training):
 random flip, rotation, translation, zoom, contrast and random erasing (a rectangle of noise over
 part of the face, so no single region decides the label). ``emotion_augmenter`` builds them.
+``emotion_mixer`` adds mixup: each face and its label blended with another face of the batch.
 """
 
 from __future__ import annotations
@@ -126,3 +127,20 @@ def emotion_augmenter(
     if erasing:
         steps.append(layers.RandomErasing(erasing, scale=ERASED_AREA, value_range=(0, 255), seed=seed + 5))
     return keras.Sequential(steps, name="emotion_augmentation")
+
+
+def emotion_mixer(alpha: float, seed: int):
+    """Mixup (Keras ``MixUp``): ``(images, one-hot labels) -> (images, labels)`` of a batch, each face
+    and its label blended with another face of the batch, the weights drawn from Beta(alpha, alpha).
+    ``None`` when ``alpha`` is 0 (off)."""
+    if not alpha:
+        return None
+    from keras import layers  # local, as in emotion_augmenter
+
+    layer = layers.MixUp(alpha=alpha, seed=seed + 6)
+
+    def mix(images, labels):
+        mixed = layer({"images": images, "labels": labels}, training=True)
+        return mixed["images"], mixed["labels"]
+
+    return mix

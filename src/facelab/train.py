@@ -24,7 +24,7 @@ import pandas as pd
 from facelab import artifacts, devices, tracking, training, tta
 from facelab.artifacts import EMOTION_MODEL, KEYPOINT_MODEL
 from facelab.atomic import atomic_path, write_json
-from facelab.augmentation import emotion_augmenter
+from facelab.augmentation import emotion_augmenter, emotion_mixer
 from facelab.config import METRICS_DIR, PLOTS_DIR
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_IMAGE_SIZE
@@ -278,6 +278,7 @@ def run_emotion(params: dict) -> dict:
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
         augmenter = emotion_augmenter(seed=seed, **params["augment"]["emotion"])
+        mixer = emotion_mixer(cfg["mixup"], seed)
         train_ds, val_ds = _datasets(
             strategy,
             (train["images"], val["images"]),
@@ -285,6 +286,7 @@ def run_emotion(params: dict) -> dict:
             cfg["batch_size"],
             seed,
             augmenter=augmenter,
+            mixer=mixer,
             sample_weights=weights[train["labels"]],
         )
         example = val["images"][:2, :, :, None].astype(np.float32)

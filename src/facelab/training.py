@@ -84,6 +84,7 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     augmenter: Callable | None = None,
+    mixer: Callable | None = None,
     sample_weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """uint8 (N, H, W) images + targets -> batches of float32 (B, H, W, 1) 0-255 pixels.
@@ -96,6 +97,8 @@ def make_dataset(
     Shuffled (training) batches are all full: an epoch leaves out its last partial batch (other
     faces each epoch), so the training step is traced for one shape only (a ResNet-18 train step
     takes ~6 s to trace on 2 cores). Unshuffled (evaluation) batches keep every face.
+    ``mixer`` (after ``augmenter``) blends the augmented faces and their targets (``emotion_mixer``);
+    sample weights stay each face's own.
     """
     tensors = (images, targets) if sample_weights is None else (images, targets, sample_weights)
     ds = tf.data.Dataset.from_tensor_slices(tensors)
@@ -103,11 +106,13 @@ def make_dataset(
         ds = ds.shuffle(min(len(images), 20000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=shuffle and len(images) >= batch_size)
 
-    def to_model_input(x, *rest):
+    def to_model_input(x, y, *rest):
         x = _as_float_images(x)
         if augmenter is not None:
             x = augmenter(x, training=True)
-        return (x, *rest)
+        if mixer is not None:
+            x, y = mixer(x, y)
+        return (x, y, *rest)
 
     return ds.map(to_model_input).prefetch(AUTOTUNE)  # sequential: reproducible random draws
 

@@ -113,3 +113,31 @@ def test_random_erasing_covers_part_of_some_faces_and_only_when_asked():
     assert 0.25 < len(erased) / len(faces) < 0.75  # each face with a probability drawn in [0, 1]: half on average
     assert erased.max() <= ERASED_AREA[1] + 0.05  # a rectangle, never the whole face
     assert np.array_equal(np.asarray(on(faces, training=False)), faces)  # never at test time
+
+
+def test_mixup_blends_each_face_and_its_label_alike_and_only_when_asked():
+    from facelab.augmentation import emotion_mixer
+
+    assert emotion_mixer(0.0, seed=0) is None
+    n = 16
+    shade = np.arange(n, dtype=np.float32) * 10  # face i is all one shade: 10 i
+    faces = np.broadcast_to(shade[:, None, None, None], (n, 8, 8, 1)).copy()
+    labels = np.eye(n, dtype=np.float32)
+    mixed_faces, mixed_labels = (np.asarray(t) for t in emotion_mixer(0.4, seed=0)(faces, labels))
+    np.testing.assert_allclose(mixed_labels.sum(axis=1), 1.0, rtol=1e-5)
+    # a face's new shade is its label's blend of the two shades
+    np.testing.assert_allclose(mixed_faces[:, 0, 0, 0], mixed_labels @ shade, rtol=1e-4, atol=1e-3)
+    assert np.ptp(mixed_faces, axis=(1, 2, 3)).max() < 1e-3  # whole faces blended, not patches
+    assert (mixed_labels.max(axis=1) < 0.99).sum() >= n // 2  # most faces really are blends
+
+
+def test_mixup_runs_inside_the_training_dataset():
+    from facelab.augmentation import emotion_mixer
+    from facelab.training import make_dataset
+
+    faces = np.random.default_rng(0).integers(0, 255, size=(64, 48, 48), dtype=np.uint8)
+    labels = np.eye(4, dtype=np.float32)[np.arange(64) % 4]
+    ds = make_dataset(faces, labels, 32, shuffle=True, seed=0, mixer=emotion_mixer(0.4, seed=0))
+    images, targets = next(iter(ds))
+    assert images.shape == (32, 48, 48, 1) and targets.shape == (32, 4)
+    assert (np.asarray(targets).max(axis=1) < 0.99).any()
