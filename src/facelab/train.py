@@ -107,6 +107,11 @@ def _train(
     tags: dict | None = None,
 ) -> tuple[keras.Model, dict, pd.DataFrame | None]:
     cfg = params[stage]
+    if cfg["ema"] and strategy.num_replicas_in_sync > 1:
+        raise FacelabError(
+            f"{stage}.ema: the weight average is not yet supported with {strategy.num_replicas_in_sync} replicas; "
+            "set it to 0"
+        )
     chief = devices.is_chief(strategy)
     batch = devices.global_batch_size(cfg["batch_size"], strategy)
     per_epoch = training.images_per_epoch(n_train, batch)
@@ -120,7 +125,6 @@ def _train(
                 cfg["weight_decay"],
                 cfg["epochs"] * steps_per_epoch,
                 cfg["optimizer"],
-                cfg["ema"],
             ),
             loss=loss,
             metrics=metrics,
@@ -147,6 +151,7 @@ def _train(
             resume=cfg["resume"],
             label=stage,
             early_stopping_patience=cfg["early_stopping_patience"],
+            average_momentum=cfg["ema"],
             callbacks=[tracking.epoch_logger()] if chief else [],
             show_progress=chief,
         )
