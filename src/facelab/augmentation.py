@@ -137,7 +137,9 @@ def emotion_mixer(alpha: float, seed: int):
         return None
     from keras import layers  # local, as in emotion_augmenter
 
-    layer = layers.MixUp(alpha=alpha, seed=seed + 6)
+    # float32 whatever the global precision: under mixed_bfloat16 the layer would blend bf16 labels
+    # with float32 weights (a TypeError)
+    layer = layers.MixUp(alpha=alpha, seed=seed + 6, dtype="float32")
 
     def mix(images, labels):
         mixed = layer({"images": images, "labels": labels}, training=True)

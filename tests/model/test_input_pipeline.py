@@ -131,13 +131,22 @@ def test_mixup_blends_each_face_and_its_label_alike_and_only_when_asked():
     assert (mixed_labels.max(axis=1) < 0.99).sum() >= n // 2  # most faces really are blends
 
 
-def test_mixup_runs_inside_the_training_dataset():
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_mixup_runs_inside_the_training_dataset(precision):
+    import keras
+
     from facelab.augmentation import emotion_mixer
     from facelab.training import make_dataset
 
     faces = np.random.default_rng(0).integers(0, 255, size=(64, 48, 48), dtype=np.uint8)
     labels = np.eye(4, dtype=np.float32)[np.arange(64) % 4]
-    ds = make_dataset(faces, labels, 32, shuffle=True, seed=0, mixer=emotion_mixer(0.4, seed=0))
-    images, targets = next(iter(ds))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)  # the training stage sets it before the mixer is made
+    try:
+        ds = make_dataset(faces, labels, 32, shuffle=True, seed=0, mixer=emotion_mixer(0.4, seed=0))
+        images, targets = next(iter(ds))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert images.dtype == targets.dtype == "float32"
     assert images.shape == (32, 48, 48, 1) and targets.shape == (32, 4)
     assert (np.asarray(targets).max(axis=1) < 0.99).any()
