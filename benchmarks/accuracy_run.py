@@ -7,8 +7,14 @@ this script, so each figure sits beside the command that produced it::
         dvc exp run train_emotion -n p3-e7-stride2 -S train_emotion.epochs=3 -S train_emotion.stem=stride2
 
 ``--task`` names the figure read afterwards: validation (the held-out 10 % of the training file,
-what ideas are ranked on) from ``metrics/train_*.json`` and, when the command ran ``evaluate``,
-the test figure from ``metrics/evaluate.json`` (FER2013 PublicTest, ytf-keypoints-val).
+what ideas are ranked on) from ``metrics/train_*.json`` and, when the command rewrote
+``metrics/evaluate.json`` (it ran ``evaluate``), the test figure from it (FER2013 PublicTest,
+ytf-keypoints-val); ``--evaluated`` makes a run that did not rewrite it an error.
+
+Every run starts from the committed ``params.yaml``: ``facelab params apply`` merges a profile into
+it, so a setting that an earlier run applied, and that this run's profile does not name, would
+stay and change the recipe unseen. With ``params.yaml`` changed, the script stops before running
+anything: ``git checkout params.yaml`` first.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "accuracy_runs.csv"
+EVALUATE_FILE = "metrics/evaluate.json"
 COLUMNS = [
     "task",
     "kind",
@@ -56,6 +63,16 @@ def _lookup(data: dict, dotted: str):
     return data
 
 
+def _params_changed() -> bool:
+    """Whether git reports params.yaml changed from the commit (False outside a git checkout)."""
+    status = subprocess.run(["git", "status", "--porcelain", "--", "params.yaml"], capture_output=True, text=True)
+    return status.returncode == 0 and bool(status.stdout.strip())
+
+
+def _mtime(path: str) -> float | None:
+    return os.path.getmtime(path) if os.path.exists(path) else None
+
+
 def _read(path: str) -> dict:
     try:
         return json.loads(Path(path).read_text())
@@ -68,13 +85,22 @@ def main(argv=None) -> int:
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--kind", choices=["proxy", "quick", "full"], required=True)
     parser.add_argument("--name", required=True)
-    parser.add_argument("--evaluated", action="store_true", help="the command ran evaluate: read the test figure")
+    parser.add_argument(
+        "--evaluated", action="store_true", help="the command must run evaluate (the test figure is read when it did)"
+    )
     parser.add_argument("--note", default="", help="e.g. what else was running on the machine")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     train_file, val_key, test_key = TASKS[args.task]
-    before = os.path.getmtime(train_file) if os.path.exists(train_file) else None
+    if _params_changed():
+        print(
+            "accuracy_run: params.yaml differs from the commit (an earlier run's settings would stay): "
+            "git checkout params.yaml first; nothing run",
+            file=sys.stderr,
+        )
+        return 2
+    before, evaluated_before = _mtime(train_file), _mtime(EVALUATE_FILE)
     started = time.perf_counter()
     status = subprocess.call(command)
     wall = time.perf_counter() - started
@@ -82,11 +108,17 @@ def main(argv=None) -> int:
     if status != 0:
         print(f"accuracy_run: {shlex.join(command)} failed with status {status}; nothing recorded", file=sys.stderr)
         return status
-    if before is not None and os.path.getmtime(train_file) == before:
+    if before is not None and _mtime(train_file) == before:
         print(f"accuracy_run: {train_file} was not rewritten (a cached stage?); nothing recorded", file=sys.stderr)
         return 1
+    evaluated = _mtime(EVALUATE_FILE) not in (None, evaluated_before)
+    if args.evaluated and not evaluated:
+        print(
+            f"accuracy_run: {EVALUATE_FILE} was not rewritten (evaluate did not run); nothing recorded", file=sys.stderr
+        )
+        return 1
     train = _read(train_file)
-    test = _lookup(_read("metrics/evaluate.json"), test_key) if args.evaluated else None
+    test = _lookup(_read(EVALUATE_FILE), test_key) if evaluated else None
     row = {
         "task": args.task,
         "kind": args.kind,
@@ -106,7 +138,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def append_row(row: dict, path: Path = RESULTS) -> None:
+def append_row(row: dict, path: Path | None = None) -> None:
+    path = path or RESULTS
     new = not path.exists()
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS)
