@@ -120,11 +120,7 @@ def _train(
     with strategy.scope():
         model.compile(
             optimizer=training.make_optimizer(
-                lr,
-                cfg["lr_schedule"],
-                cfg["weight_decay"],
-                cfg["epochs"] * steps_per_epoch,
-                cfg["optimizer"],
+                lr, cfg["lr_schedule"], cfg["weight_decay"], cfg["epochs"] * steps_per_epoch, cfg["optimizer"]
             ),
             loss=loss,
             metrics=metrics,

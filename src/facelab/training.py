@@ -205,9 +205,8 @@ class ProgressWithEta(keras.callbacks.Callback):
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras BackupAndRestore (weights, optimizer state and epoch) whose files are never half-written.
 
-    Each epoch's weights go to a new file (temporary name, then rename), then ``state.json``
-    (the same way) names that file and the epoch, then older weights files are removed. A crash at
-    any moment leaves ``state.json`` naming a complete weights file of the epoch it records.
+    Each epoch's weights are saved by ``save_epoch_weights``: a crash at any moment leaves
+    ``state.json`` naming a complete weights file of the epoch it records.
     """
 
     STATE = "state.json"
@@ -228,14 +227,22 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model._initial_epoch = state["epoch"]  # as Keras's own BackupAndRestore does
 
     def _save_model(self):
-        name = f"epoch-{self._current_epoch:04d}.weights.h5"
-        with atomic_path(self.folder / name, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
-        write_json(self.folder / self.STATE, {"epoch": self._current_epoch, "weights": name})
-        self.saved = (self._current_epoch, self.folder / name)
-        for older in self.folder.glob("epoch-*.weights.h5"):
-            if older.name != name:
-                older.unlink(missing_ok=True)
+        self.saved = (self._current_epoch, save_epoch_weights(self.model, self.folder, "epoch", self._current_epoch))
+
+
+def save_epoch_weights(model: keras.Model, folder: Path, prefix: str, epoch: int) -> Path:
+    """Save ``model``'s weights as ``folder/<prefix>-<epoch>.weights.h5`` (temporary name, then rename),
+    then ``folder/state.json`` naming that file and the epoch (the same way), then remove the older
+    ``<prefix>-*`` files: a crash at any moment leaves ``state.json`` naming a complete file."""
+    name = f"{prefix}-{epoch:04d}.weights.h5"
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / name, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    write_json(folder / AtomicBackupAndRestore.STATE, {"epoch": epoch, "weights": name})
+    for older in folder.glob(f"{prefix}-*.weights.h5"):
+        if older.name != name:
+            older.unlink(missing_ok=True)
+    return folder / name
 
 
 class WeightAverage(keras.callbacks.Callback):
@@ -250,8 +257,6 @@ class WeightAverage(keras.callbacks.Callback):
     validated at 0.516 against 0.612 without it (docs/accuracy.md).
     """
 
-    STATE = "state.json"
-
     def __init__(self, momentum: float, folder: Path, backup: AtomicBackupAndRestore):
         super().__init__()
         self.momentum, self.folder, self.backup = momentum, Path(folder), backup
@@ -260,7 +265,7 @@ class WeightAverage(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._weights = [v for v in self.model.weights if "float" in str(v.dtype)]
         self._average = [tf.Variable(v.value, trainable=False) for v in self._weights]
-        state_path, backup_state = self.folder / self.STATE, self.backup.folder / self.backup.STATE
+        state_path, backup_state = self.folder / AtomicBackupAndRestore.STATE, self.backup.folder / self.backup.STATE
         if state_path.exists() and backup_state.exists():
             state = json.loads(state_path.read_text())
             if state["epoch"] == json.loads(backup_state.read_text())["epoch"]:
@@ -306,15 +311,8 @@ class WeightAverage(keras.callbacks.Callback):
         self._swap_out()
 
     def on_epoch_end(self, epoch, logs=None):
-        name = f"average-{epoch + 1:04d}.weights.h5"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with self._average_in_model(), atomic_path(self.folder / name, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
-        write_json(self.folder / self.STATE, {"epoch": epoch + 1, "weights": name})
-        self.saved = (epoch + 1, self.folder / name)
-        for older in self.folder.glob("average-*.weights.h5"):
-            if older.name != name:
-                older.unlink(missing_ok=True)
+        with self._average_in_model():
+            self.saved = (epoch + 1, save_epoch_weights(self.model, self.folder, "average", epoch + 1))
 
 
 class BestWeights(keras.callbacks.Callback):
