@@ -52,6 +52,11 @@ def write_table(runs: list[dict], path: Path = TABLE) -> None:
         "or ytf-keypoints-val (unseen people), read only for the runs in the README. Wall minutes include",
         "every stage the command ran.",
         "",
+        "A command's `/tmp/prox/<name>.yaml` or `/tmp/<name>.yaml` (the settings a run applied on top of its",
+        "profile) is kept, as found on the machine that ran it, in `benchmarks/proxies/<name>.yaml`; new",
+        "runs apply that folder's files directly. *at* is the commit the command ran at (recorded from",
+        "session 11 on): a profile or proxy file means what it said there.",
+        "",
     ]
     for task, (title, quick, full, higher) in GOALS.items():
         rows = [r for r in runs if r["task"] == task]
@@ -64,15 +69,15 @@ def write_table(runs: list[dict], path: Path = TABLE) -> None:
             f"Goals ({better} is better): quick {quick} within {BUDGET_MIN['quick']} min, "
             f"full {full} within {BUDGET_MIN['full']} min.",
             "",
-            "| run | kind | wall min | CPU min | val | test | note | command |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | kind | wall min | CPU min | val | test | note | command | at |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             val = f"{r['val_metric']} {r['val']}" if r["val"] else "-"
             test = f"{r['test_metric']} {r['test']}" if r["test"] else "-"
             lines.append(
                 f"| {r['name']} | {r['kind']} | {r['wall_min']} | {r['cpu_min'] or '-'} | {val} | {test} | "
-                f"{r['note']} | `{r['command']}` |"
+                f"{r['note']} | `{r['command']}` | {r.get('commit') or '-'} |"
             )
         lines.append("")
     path.write_text("\n".join(lines))

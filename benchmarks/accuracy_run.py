@@ -46,6 +46,7 @@ COLUMNS = [
     "finished_utc",
     "note",
     "command",
+    "commit",  # HEAD where the command ran, so a profile or proxy file it names can be read as it was
 ]
 # task -> (training metrics file, its validation figure, evaluate.json figure)
 TASKS = {
@@ -67,6 +68,12 @@ def _params_changed() -> bool:
     """Whether git reports params.yaml changed from the commit (False outside a git checkout)."""
     status = subprocess.run(["git", "status", "--porcelain", "--", "params.yaml"], capture_output=True, text=True)
     return status.returncode == 0 and bool(status.stdout.strip())
+
+
+def _commit() -> str:
+    """HEAD's short hash ('' outside a git checkout)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return head.stdout.strip() if head.returncode == 0 else ""
 
 
 def _mtime(path: str) -> float | None:
@@ -132,6 +139,7 @@ def main(argv=None) -> int:
         "finished_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "note": args.note,
         "command": shlex.join(command),
+        "commit": _commit(),
     }
     append_row(row)
     print(f"accuracy_run: {row}")

@@ -4,6 +4,7 @@ starts from the committed params.yaml, and the test figure is read whenever the 
 import csv
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,8 @@ def test_the_test_figure_is_read_when_the_command_ran_evaluate(accuracy_run):
     assert accuracy_run.main(args + _writes(**TRAINED)) == 0  # evaluate.json now older than this run
     first, second = _rows(accuracy_run.RESULTS)
     assert (first["val"], first["test"], second["test"]) == ("0.61", "0.66", "")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert first["commit"] == head  # where the profile and proxy files it applied can be read
 
 
 def test_evaluated_without_evaluate_records_nothing(accuracy_run):
@@ -61,3 +64,17 @@ def test_a_changed_params_yaml_stops_the_run_before_it_starts(accuracy_run):
     args = ["--task", "emotion7", "--kind", "proxy", "--name", "p"]
     assert accuracy_run.main(args + _writes(**TRAINED)) == 2
     assert not Path("metrics/train_emotion.json").exists() and _rows(accuracy_run.RESULTS) == []
+
+
+def test_every_file_a_recorded_run_applied_is_in_the_repository():
+    # The proxies' settings lived in /tmp files: a row must not name a file nobody else can read.
+    root = SCRIPT.parents[1]
+    rows = _rows(root / "benchmarks" / "accuracy_runs.csv")
+    applied = {m for r in rows for m in re.findall(r"facelab params apply (\S+?)['\"]?(?:\s|$)", r["command"])}
+    assert applied, "no command applies a file: the pattern above is out of date"
+    missing = [
+        name
+        for name in applied
+        if not (root / "benchmarks" / "proxies" / Path(name).name if name.startswith("/tmp/") else root / name).exists()
+    ]
+    assert missing == []
