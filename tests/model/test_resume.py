@@ -9,25 +9,10 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from facelab.training import AtomicBackupAndRestore, BestWeights  # noqa: E402
+from tests.model.interruption import Interrupt, StopAfter  # noqa: E402
 
 X = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)
 Y = X @ np.arange(8, dtype=np.float32).reshape(4, 2)
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAfter(keras.callbacks.Callback):
-    """Raises after the given number of epochs, as a Ctrl-C between epochs would."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            raise Interrupt
 
 
 class EpochsSeen(keras.callbacks.Callback):

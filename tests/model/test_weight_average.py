@@ -9,25 +9,12 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from facelab import training  # noqa: E402
+from tests.model.interruption import Interrupt, StopAfter  # noqa: E402
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 4)).astype(np.float32)
 Y = X @ np.arange(8, dtype=np.float32).reshape(4, 2) + RNG.normal(scale=0.5, size=(64, 2)).astype(np.float32)
 EPOCHS = 6
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epochs:
-            raise Interrupt
 
 
 class RawWeights(keras.callbacks.Callback):
