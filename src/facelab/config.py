@@ -131,11 +131,13 @@ def _train_schema() -> dict[str, tuple]:
         "optimizer": _choice("adamw", "sgd"),
         "lr_schedule": _choice("constant", "cosine", "onecycle"),
         "weight_decay": _num(0.0, 1.0),
+        "weight_decay_on": _choice("all", "kernels"),
         # momentum of the weights' moving average (0 = off); 1 would never move
         "ema": (lambda v: _is_num(v) and 0 <= v < 1, "a number >= 0 and < 1"),
         "dropout": _num(0.0, 0.95),
         "width": WIDTH,
         "stem": STEM,
+        "zero_init_residual": BOOL,
         "precision": PRECISION,
         "resume": BOOL,
         "early_stopping_patience": _int(0),

@@ -29,7 +29,8 @@ KEYPOINT_HEADS = ("dense", "flatten", "softargmax")  # global pool + dense | 3x3
 BN_MOMENTUM = 0.9  # moving statistics settle within tens of steps (Keras default 0.99 needs hundreds)
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, l2: float):
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, l2: float, zero_scale: bool = False):
+    """Convolution (no bias) + BatchNorm; ``zero_scale``: the BatchNorm scale starts at 0 (output 0)."""
     reg = keras.regularizers.L2(l2) if l2 else None
     x = layers.Conv2D(
         filters,
@@ -41,31 +42,40 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, l2: float):
         kernel_regularizer=reg,
         name=f"{name}_conv",
     )(x)
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return layers.BatchNormalization(
+        momentum=BN_MOMENTUM, gamma_initializer="zeros" if zero_scale else "ones", name=f"{name}_bn"
+    )(x)
 
 
-def conv_block(x, filters: int, stride: int, name: str, l2: float = 0.0):
+# ``zero_init``: the residual branch's last BatchNorm scale starts at 0, so the block starts as its
+# shortcut alone (an identity block as the identity); Goyal et al. 2017, "zero-gamma".
+
+
+def conv_block(x, filters: int, stride: int, name: str, l2: float = 0.0, zero_init: bool = False):
     """Residual block whose shortcut is a 1x1 projection (width change and/or downsampling)."""
     shortcut = _conv_bn(x, filters, 1, stride, f"{name}_proj", l2)
     x = _conv_bn(x, filters, 3, stride, f"{name}_a", l2)
     x = layers.ReLU(name=f"{name}_a_relu")(x)
-    x = _conv_bn(x, filters, 3, 1, f"{name}_b", l2)
+    x = _conv_bn(x, filters, 3, 1, f"{name}_b", l2, zero_init)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def identity_block(x, filters: int, name: str, l2: float = 0.0):
+def identity_block(x, filters: int, name: str, l2: float = 0.0, zero_init: bool = False):
     """Residual block whose shortcut is the input itself."""
     shortcut = x
     x = _conv_bn(x, filters, 3, 1, f"{name}_a", l2)
     x = layers.ReLU(name=f"{name}_a_relu")(x)
-    x = _conv_bn(x, filters, 3, 1, f"{name}_b", l2)
+    x = _conv_bn(x, filters, 3, 1, f"{name}_b", l2, zero_init)
     x = layers.Add(name=f"{name}_add")([x, shortcut])
     return layers.ReLU(name=f"{name}_out")(x)
 
 
-def resnet18_stages(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0.0) -> list:
-    """ResNet-18 on a tensor of raw 0-255 pixels; returns the output map of each of the 4 stages."""
+def resnet18_stages(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0.0, zero_init: bool = False) -> list:
+    """ResNet-18 on a tensor of raw 0-255 pixels; returns the output map of each of the 4 stages.
+
+    ``zero_init``: every block starts as its shortcut (see ``conv_block``).
+    """
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_pixels")(inputs)
     if stem == "imagenet":
         x = _conv_bn(x, width, 7, 2, "stem", l2)
@@ -85,18 +95,18 @@ def resnet18_stages(inputs, width: int = 64, stem: str = "imagenet", l2: float =
         stride = 1 if stage == 1 else 2
         # Stage 1 keeps the stem's width and resolution, so its first block needs no projection.
         if stage == 1:
-            x = identity_block(x, filters, f"stage{stage}_block1", l2)
+            x = identity_block(x, filters, f"stage{stage}_block1", l2, zero_init)
         else:
-            x = conv_block(x, filters, stride, f"stage{stage}_block1", l2)
+            x = conv_block(x, filters, stride, f"stage{stage}_block1", l2, zero_init)
         for block in range(2, BLOCKS_PER_STAGE + 1):
-            x = identity_block(x, filters, f"stage{stage}_block{block}", l2)
+            x = identity_block(x, filters, f"stage{stage}_block{block}", l2, zero_init)
         maps.append(x)
     return maps
 
 
-def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0.0):
+def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0.0, zero_init: bool = False):
     """ResNet-18 feature extractor on a tensor of raw 0-255 pixels; returns pooled features."""
-    return layers.GlobalAveragePooling2D(name="pool")(resnet18_stages(inputs, width, stem, l2)[-1])
+    return layers.GlobalAveragePooling2D(name="pool")(resnet18_stages(inputs, width, stem, l2, zero_init)[-1])
 
 
 def build_keypoint_model(
@@ -107,16 +117,18 @@ def build_keypoint_model(
     dropout: float = 0.0,
     l2: float = 0.0,
     head: str = "dense",
+    zero_init: bool = False,
 ) -> keras.Model:
     """ResNet-18 with a head of ``num_outputs`` pixel coordinates (``KEYPOINT_HEADS``)."""
     inputs = keras.Input((image_size, image_size, 1), name="image")
     if head == "softargmax":
-        outputs = _softargmax_head(resnet18_stages(inputs, width, stem, l2), image_size, num_outputs // 2, width)
+        stages = resnet18_stages(inputs, width, stem, l2, zero_init)
+        outputs = _softargmax_head(stages, image_size, num_outputs // 2, width)
         return keras.Model(inputs, outputs, name="facelab_keypoints_resnet18")
     if head == "dense":
-        x = resnet18_body(inputs, width, stem, l2)
+        x = resnet18_body(inputs, width, stem, l2, zero_init)
     elif head == "flatten":
-        x = layers.Flatten(name="flatten")(resnet18_stages(inputs, width, stem, l2)[-1])
+        x = layers.Flatten(name="flatten")(resnet18_stages(inputs, width, stem, l2, zero_init)[-1])
     else:
         raise ValueError(f"unknown keypoint head {head!r}")
     if dropout:
@@ -188,6 +200,7 @@ def build_emotion_model(
     dropout: float = 0.0,
     l2: float = 0.0,
     crop: int = 0,
+    zero_init: bool = False,
 ) -> keras.Model:
     """ResNet-18 with a softmax head; ``input_size`` pixels in, resized to ``image_size`` inside.
 
@@ -204,7 +217,7 @@ def build_emotion_model(
         x = layers.Resizing(image_size, image_size, name="resize")(x)
     if crop and crop < image_size:
         x = layers.CenterCrop(crop, crop, name="crop")(x)
-    x = resnet18_body(x, width, stem, l2)
+    x = resnet18_body(x, width, stem, l2, zero_init)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="emotion")(x)

@@ -120,7 +120,12 @@ def _train(
     with strategy.scope():
         model.compile(
             optimizer=training.make_optimizer(
-                lr, cfg["lr_schedule"], cfg["weight_decay"], cfg["epochs"] * steps_per_epoch, cfg["optimizer"]
+                lr,
+                cfg["lr_schedule"],
+                cfg["weight_decay"],
+                cfg["epochs"] * steps_per_epoch,
+                cfg["optimizer"],
+                cfg["weight_decay_on"],
             ),
             loss=loss,
             metrics=metrics,
@@ -200,7 +205,12 @@ def run_keypoints(params: dict) -> dict:
         policy = devices.set_precision(cfg["precision"])
         with strategy.scope():
             model = build_keypoint_model(
-                KEYPOINT_IMAGE_SIZE, width=cfg["width"], stem=cfg["stem"], dropout=cfg["dropout"], head=cfg["head"]
+                KEYPOINT_IMAGE_SIZE,
+                width=cfg["width"],
+                stem=cfg["stem"],
+                dropout=cfg["dropout"],
+                head=cfg["head"],
+                zero_init=cfg["zero_init_residual"],
             )
         train_ds, val_ds = _datasets(
             strategy, (train["images"], val["images"]), (train["keypoints"], val["keypoints"]), cfg["batch_size"], seed
@@ -275,6 +285,7 @@ def run_emotion(params: dict) -> dict:
                 width=cfg["width"],
                 stem=cfg["stem"],
                 dropout=cfg["dropout"],
+                zero_init=cfg["zero_init_residual"],
             )
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])

@@ -145,12 +145,16 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 
 
 SGD_MOMENTUM = 0.9
+# What weight decay shrinks: every trainable weight, or the convolution and dense kernels only
+# (names of the weights left alone: BatchNorm scales and offsets, biases).
+WEIGHT_DECAY_ON = {"all": (), "kernels": ("gamma", "beta", "bias")}
 
 
 def make_optimizer(
-    lr: float, schedule: str, weight_decay: float, steps: int, optimizer: str = "adamw"
+    lr: float, schedule: str, weight_decay: float, steps: int, optimizer: str = "adamw", decay_on: str = "all"
 ) -> keras.optimizers.Optimizer:
-    """AdamW (Adam without decay) or SGD with Nesterov momentum, on a constant, cosine or one-cycle rate."""
+    """AdamW (Adam without decay) or SGD with Nesterov momentum, on a constant, cosine or one-cycle rate;
+    the weight decay on the weights ``WEIGHT_DECAY_ON[decay_on]`` does not exclude."""
     rate = lr
     if schedule == "cosine":
         warmup = max(1, steps // 20)
@@ -160,10 +164,14 @@ def make_optimizer(
     elif schedule == "onecycle":
         rate = OneCycle(lr, steps)
     if optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay or None)
-    if weight_decay:
-        return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
-    return keras.optimizers.Adam(rate)
+        chosen = keras.optimizers.SGD(rate, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay or None)
+    elif weight_decay:
+        chosen = keras.optimizers.AdamW(rate, weight_decay=weight_decay)
+    else:
+        return keras.optimizers.Adam(rate)
+    if WEIGHT_DECAY_ON[decay_on]:
+        chosen.exclude_from_weight_decay(var_names=list(WEIGHT_DECAY_ON[decay_on]))
+    return chosen
 
 
 # --- the fit loop ---------------------------------------------------------------------------

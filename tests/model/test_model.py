@@ -133,3 +133,56 @@ def test_the_params_schema_offers_exactly_the_keypoint_heads_and_losses_there_ar
     section = SCHEMA["train_keypoints"]
     assert section["head"][1] == "one of " + ", ".join(KEYPOINT_HEADS)
     assert section["loss"][1] == "one of " + ", ".join(KEYPOINT_LOSSES)
+
+
+def test_zero_init_residual_starts_every_block_as_its_shortcut():
+    """zero_init: each residual branch's last BatchNorm scale is 0, every other scale 1, for both heads;
+    so the identity blocks of stage 1 pass their input through unchanged at the start."""
+    for build in (
+        lambda z: build_keypoint_model(96, width=16, zero_init=z),
+        lambda z: build_emotion_model(5, width=16, zero_init=z),
+    ):
+        zeroed, plain = build(True), build(False)
+        branch_ends = [layer for layer in zeroed.layers if layer.name.endswith("_b_bn")]
+        assert len(branch_ends) == 8  # one per block
+        for layer in zeroed.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                expected = 0.0 if layer.name.endswith("_b_bn") else 1.0
+                np.testing.assert_array_equal(np.asarray(layer.gamma), expected)
+        assert all(np.all(np.asarray(layer.gamma) == 1.0) for layer in plain.layers if layer.name.endswith("_b_bn"))
+    model = build_emotion_model(5, width=16, stem="stride2", zero_init=True)
+    probe = keras.Model(model.input, [model.get_layer("stem_relu").output, model.get_layer("stage1_block2_out").output])
+    stem_out, stage1_out = probe(np.random.default_rng(3).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32))
+    np.testing.assert_allclose(np.asarray(stage1_out), np.asarray(stem_out), rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_weight_decay_on_kernels_leaves_batchnorm_and_biases_alone(optimizer):
+    """weight_decay_on: all shrinks every weight; kernels only the convolution and dense kernels."""
+    from facelab.training import make_optimizer
+
+    def shrunk_after_one_step(decay_on):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((4, 4, 1)),
+                keras.layers.Conv2D(2, 3),
+                keras.layers.BatchNormalization(),
+                keras.layers.Flatten(),
+                keras.layers.Dense(2),
+            ]
+        )
+        for layer in model.layers:  # non-zero weights everywhere, so decay shows wherever it acts
+            layer.set_weights([w + 1.0 for w in layer.get_weights()])
+        opt = make_optimizer(0.1, "constant", 0.5, 10, optimizer, decay_on)
+        before = {v.path: np.asarray(v).copy() for v in model.trainable_variables}
+        opt.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+        return {
+            path: not np.allclose(np.asarray(v), before[path])
+            for path, v in ((v.path, v) for v in model.trainable_variables)
+        }
+
+    every = shrunk_after_one_step("all")
+    assert all(every.values()), every
+    kernels = shrunk_after_one_step("kernels")
+    assert {path for path, moved in kernels.items() if moved} == {p for p in kernels if p.endswith("kernel")}, kernels
