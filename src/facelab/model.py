@@ -47,12 +47,12 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, l2: float, ze
     )(x)
 
 
-# ``zero_init``: the residual branch's last BatchNorm scale starts at 0, so the block starts as its
-# shortcut alone (an identity block as the identity); Goyal et al. 2017, "zero-gamma".
-
-
 def conv_block(x, filters: int, stride: int, name: str, l2: float = 0.0, zero_init: bool = False):
-    """Residual block whose shortcut is a 1x1 projection (width change and/or downsampling)."""
+    """Residual block whose shortcut is a 1x1 projection (width change and/or downsampling).
+
+    ``zero_init``: the branch's last BatchNorm scale starts at 0, so the block starts as its shortcut
+    alone (Goyal et al. 2017, "zero-gamma").
+    """
     shortcut = _conv_bn(x, filters, 1, stride, f"{name}_proj", l2)
     x = _conv_bn(x, filters, 3, stride, f"{name}_a", l2)
     x = layers.ReLU(name=f"{name}_a_relu")(x)
@@ -62,7 +62,7 @@ def conv_block(x, filters: int, stride: int, name: str, l2: float = 0.0, zero_in
 
 
 def identity_block(x, filters: int, name: str, l2: float = 0.0, zero_init: bool = False):
-    """Residual block whose shortcut is the input itself."""
+    """Residual block whose shortcut is the input itself; with ``zero_init`` it starts as the identity."""
     shortcut = x
     x = _conv_bn(x, filters, 3, 1, f"{name}_a", l2)
     x = layers.ReLU(name=f"{name}_a_relu")(x)
