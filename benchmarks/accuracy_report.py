@@ -92,9 +92,13 @@ def draw(runs: list[dict], path: Path = PICTURE) -> None:
         points = [(float(r["wall_min"]), *_figure(r), r["name"]) for r in runs if r["task"] == task]
         values = [v for _, v, *_ in points] + [quick, full]
         near = 0.1 * (max(values) - min(values))  # names of points this close (and 30 min) are stacked
-        for minutes, value, is_test, name in points:
+        proxies = [p for p in points if not p[2]]
+        best_proxy = (max if higher else min)(proxies, key=lambda p: p[1]) if proxies else None
+        named = [p for p in points if p[2] or p is best_proxy]  # the proxy cloud unnamed but for its best
+        for minutes, value, is_test, _ in points:
             ax.scatter(minutes, value, s=36, facecolors="C0" if is_test else "none", edgecolors="C0")
-            rank = sum(v > value for m, v, *_ in points if abs(m - minutes) < 30 and abs(v - value) < near)
+        for minutes, value, _, name in named:
+            rank = sum(v > value for m, v, *_ in named if abs(m - minutes) < 30 and abs(v - value) < near)
             offset = (3, 3) if rank == 0 else (3, -10 * rank)  # above the highest, then a line lower each
             ax.annotate(name, (minutes, value), fontsize=7, xytext=offset, textcoords="offset points")
         ax.axhline(quick, color="C2", ls="--", lw=1, label=f"quick goal {quick} (<= {BUDGET_MIN['quick']} min)")
@@ -107,7 +111,8 @@ def draw(runs: list[dict], path: Path = PICTURE) -> None:
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(
-        "filled: test figure; hollow: validation figure (short proxy runs); grey lines: the "
+        "filled: test figure; hollow: validation figure of a short proxy run (the best one named; all in "
+        "benchmarks/ACCURACY.md); grey lines: the "
         f"{BUDGET_MIN['quick']} and {BUDGET_MIN['full']} minute budgets",
         fontsize=8,
     )
