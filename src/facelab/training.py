@@ -154,7 +154,7 @@ def make_optimizer(
     lr: float, schedule: str, weight_decay: float, steps: int, optimizer: str = "adamw", decay_on: str = "all"
 ) -> keras.optimizers.Optimizer:
     """AdamW (Adam without decay) or SGD with Nesterov momentum, on a constant, cosine or one-cycle rate;
-    the weight decay on the weights ``WEIGHT_DECAY_ON[decay_on]`` does not exclude."""
+    the weight decay spares the weights ``WEIGHT_DECAY_ON[decay_on]`` names."""
     rate = lr
     if schedule == "cosine":
         warmup = max(1, steps // 20)

@@ -177,10 +177,7 @@ def test_weight_decay_on_kernels_leaves_batchnorm_and_biases_alone(optimizer):
         opt = make_optimizer(0.1, "constant", 0.5, 10, optimizer, decay_on)
         before = {v.path: np.asarray(v).copy() for v in model.trainable_variables}
         opt.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
-        return {
-            path: not np.allclose(np.asarray(v), before[path])
-            for path, v in ((v.path, v) for v in model.trainable_variables)
-        }
+        return {v.path: not np.allclose(np.asarray(v), before[v.path]) for v in model.trainable_variables}
 
     every = shrunk_after_one_step("all")
     assert all(every.values()), every
