@@ -112,6 +112,11 @@ def _train(
             f"{stage}.ema: the weight average is not yet supported with {strategy.num_replicas_in_sync} replicas; "
             "set it to 0"
         )
+    if cfg["sam_rho"] and strategy.num_replicas_in_sync > 1:
+        raise FacelabError(
+            f"{stage}.sam_rho: sharpness-aware steps are not supported with {strategy.num_replicas_in_sync} "
+            "replicas; set it to 0"
+        )
     chief = devices.is_chief(strategy)
     batch = devices.global_batch_size(cfg["batch_size"], strategy)
     per_epoch = training.images_per_epoch(n_train, batch)
@@ -153,6 +158,8 @@ def _train(
             label=stage,
             early_stopping_patience=cfg["early_stopping_patience"],
             average_momentum=cfg["ema"],
+            sam_rho=cfg["sam_rho"],
+            sam_epochs=cfg["sam_epochs"],
             callbacks=[tracking.epoch_logger()] if chief else [],
             show_progress=chief,
         )

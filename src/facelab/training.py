@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from facelab.atomic import atomic_path, write_json
 from facelab.config import CHECKPOINTS_DIR, workspace_root
+from facelab.sam import SharpnessAware
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -380,6 +381,8 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     show_progress: bool = True,
     average_momentum: float = 0.0,
+    sam_rho: float = 0.0,
+    sam_epochs: int = 0,
 ) -> tuple[keras.Model, dict, ProgressWithEta]:
     """Train ``model`` and return (best model by val_loss, history of every epoch, progress).
 
@@ -391,6 +394,8 @@ def fit(
     ``history.csv`` (all epochs, across resumes).
     ``average_momentum`` > 0: a moving average of the weights (``WeightAverage``) is what each epoch
     validates and what is kept and returned.
+    ``sam_rho`` > 0: sharpness-aware steps of that radius (``facelab.sam``) in the last ``sam_epochs``
+    epochs (0: in every epoch).
     With ``resume`` false any earlier state there is discarded first. ``show_progress`` false: no epoch lines
     (the other workers of a multi-worker run).
     """
@@ -410,6 +415,8 @@ def fit(
         progress,
         *callbacks,
     ]
+    if sam_rho:
+        all_callbacks.append(SharpnessAware(sam_rho, epochs - sam_epochs if sam_epochs else 0))
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
     model.fit(
