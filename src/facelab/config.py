@@ -200,6 +200,7 @@ SCHEMA: dict[str, Any] = {
         **_train_schema(),
         "image_size": _int(32, 256),
         "crop": _int(0, 256),
+        "head": _choice("pool", "flatten"),
         "label_smoothing": _num(0.0, 0.5),
         "mixup": _num(0.0, 1.0),
         "class_weights": _choice("none", "balanced", "sqrt"),

@@ -26,6 +26,7 @@ STAGE_FILTERS = (1, 2, 4, 8)  # multiples of `width`: 64/128/256/512 at width 64
 BLOCKS_PER_STAGE = 2
 KERNEL_INIT = "he_normal"
 KEYPOINT_HEADS = ("dense", "flatten", "softargmax")  # global pool + dense | 3x3 map flattened + dense | heatmaps
+EMOTION_HEADS = ("pool", "flatten")  # global average pool + dense | the last map flattened + dense (keeps where)
 BN_MOMENTUM = 0.9  # moving statistics settle within tens of steps (Keras default 0.99 needs hundreds)
 
 
@@ -201,8 +202,13 @@ def build_emotion_model(
     l2: float = 0.0,
     crop: int = 0,
     zero_init: bool = False,
+    head: str = "pool",
 ) -> keras.Model:
     """ResNet-18 with a softmax head; ``input_size`` pixels in, resized to ``image_size`` inside.
+
+    ``head`` (``EMOTION_HEADS``): ``"pool"`` averages the last stage's map over its positions;
+    ``"flatten"`` keeps each position's features (a 40 px crop at the stride-2 stem leaves a 3x3 map),
+    so the dense layer can tell a feature at the mouth from the same one at the eyes.
 
     ``crop`` > 0: the network sees the centred ``crop`` x ``crop`` pixels of the resized face (the
     published FER2013 recipes' 40-44 px crops). Training's random translation moves the face under
@@ -217,7 +223,12 @@ def build_emotion_model(
         x = layers.Resizing(image_size, image_size, name="resize")(x)
     if crop and crop < image_size:
         x = layers.CenterCrop(crop, crop, name="crop")(x)
-    x = resnet18_body(x, width, stem, l2, zero_init)
+    if head == "pool":
+        x = resnet18_body(x, width, stem, l2, zero_init)
+    elif head == "flatten":
+        x = layers.Flatten(name="flatten")(resnet18_stages(x, width, stem, l2, zero_init)[-1])
+    else:
+        raise ValueError(f"unknown emotion head {head!r}")
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="emotion")(x)

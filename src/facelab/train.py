@@ -293,6 +293,7 @@ def run_emotion(params: dict) -> dict:
                 stem=cfg["stem"],
                 dropout=cfg["dropout"],
                 zero_init=cfg["zero_init_residual"],
+                head=cfg["head"],
             )
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
