@@ -41,6 +41,15 @@ def test_emotion_model_crop_is_the_centre_at_test_time():
         build_emotion_model(5, input_size=48, image_size=48, width=16, crop=56)
 
 
+@pytest.mark.parametrize(("head", "features"), [("pool", 128), ("flatten", 3 * 3 * 128)])
+def test_the_emotion_head_pools_the_last_map_or_keeps_its_positions(head, features):
+    """A 40 px crop at the stride-2 stem leaves a 3x3 map of 8 x width channels: pooled, or flattened."""
+    model = build_emotion_model(7, width=16, stem="stride2", crop=40, head=head)
+    assert model.get_layer("emotion").kernel.shape == (features, 7)
+    out = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 1)).astype(np.float32)))
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
 def test_both_heads_share_the_same_resnet18_body():
     kp, em = build_keypoint_model(96, width=16), build_emotion_model(7, width=16)
     assert _conv_layers(kp) == _conv_layers(em)
@@ -124,15 +133,16 @@ def test_one_cycle_rate_rises_then_falls_to_zero():
     assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
 
 
-def test_the_params_schema_offers_exactly_the_keypoint_heads_and_losses_there_are():
+def test_the_params_schema_offers_exactly_the_heads_and_losses_there_are():
     """config.SCHEMA stays free of Keras, so it names the choices again: this keeps the two lists equal."""
     from facelab.config import SCHEMA
-    from facelab.model import KEYPOINT_HEADS
+    from facelab.model import EMOTION_HEADS, KEYPOINT_HEADS
     from facelab.training import KEYPOINT_LOSSES
 
     section = SCHEMA["train_keypoints"]
     assert section["head"][1] == "one of " + ", ".join(KEYPOINT_HEADS)
     assert section["loss"][1] == "one of " + ", ".join(KEYPOINT_LOSSES)
+    assert SCHEMA["train_emotion"]["head"][1] == "one of " + ", ".join(EMOTION_HEADS)
 
 
 def test_zero_init_residual_starts_every_block_as_its_shortcut():
