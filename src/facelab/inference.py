@@ -18,6 +18,7 @@ import tensorflow as tf
 from facelab import model as _model_layers  # noqa: F401
 from facelab import tta  # noqa: F401
 from facelab.errors import FacelabError
+from facelab.model import all_layers
 
 BATCH_SIZE = 128
 
@@ -56,17 +57,10 @@ def load_model(path) -> keras.Model:
 
 def precision(model: keras.Model) -> str:
     """The dtype policy the model's convolutions compute in (e.g. float32, mixed_bfloat16)."""
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             return layer.dtype_policy.name
     return model.dtype_policy.name
-
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def input_size(model: keras.Model) -> int:

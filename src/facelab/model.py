@@ -110,6 +110,21 @@ def resnet18_body(inputs, width: int = 64, stem: str = "imagenet", l2: float = 0
     return layers.GlobalAveragePooling2D(name="pool")(resnet18_stages(inputs, width, stem, l2, zero_init)[-1])
 
 
+def _last_map_features(inputs, flatten: bool, width: int, stem: str, l2: float, zero_init: bool):
+    """The last stage's map, averaged over its positions (``resnet18_body``) or flattened (positions kept)."""
+    if not flatten:
+        return resnet18_body(inputs, width, stem, l2, zero_init)
+    return layers.Flatten(name="flatten")(resnet18_stages(inputs, width, stem, l2, zero_init)[-1])
+
+
+def all_layers(model: keras.Model):
+    """Every layer of ``model``, those of nested models (a test-time averaging wrapper's network) included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
 def build_keypoint_model(
     image_size: int = 96,
     num_outputs: int = 30,
@@ -126,12 +141,9 @@ def build_keypoint_model(
         stages = resnet18_stages(inputs, width, stem, l2, zero_init)
         outputs = _softargmax_head(stages, image_size, num_outputs // 2, width)
         return keras.Model(inputs, outputs, name="facelab_keypoints_resnet18")
-    if head == "dense":
-        x = resnet18_body(inputs, width, stem, l2, zero_init)
-    elif head == "flatten":
-        x = layers.Flatten(name="flatten")(resnet18_stages(inputs, width, stem, l2, zero_init)[-1])
-    else:
+    if head not in KEYPOINT_HEADS:
         raise ValueError(f"unknown keypoint head {head!r}")
+    x = _last_map_features(inputs, head == "flatten", width, stem, l2, zero_init)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     # The dense layer predicts coordinates centred and scaled to about [-1, 1]; map them to pixels.
@@ -223,12 +235,9 @@ def build_emotion_model(
         x = layers.Resizing(image_size, image_size, name="resize")(x)
     if crop and crop < image_size:
         x = layers.CenterCrop(crop, crop, name="crop")(x)
-    if head == "pool":
-        x = resnet18_body(x, width, stem, l2, zero_init)
-    elif head == "flatten":
-        x = layers.Flatten(name="flatten")(resnet18_stages(x, width, stem, l2, zero_init)[-1])
-    else:
+    if head not in EMOTION_HEADS:
         raise ValueError(f"unknown emotion head {head!r}")
+    x = _last_map_features(x, head == "flatten", width, stem, l2, zero_init)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="emotion")(x)

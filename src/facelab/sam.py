@@ -15,13 +15,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from facelab.model import all_layers
+
 EPSILON = 1e-12  # guards the division by the gradient norm
 
 
 def _moving_statistics(model: keras.Model) -> list:
+    """Every BatchNormalization layer's moving mean and variance, nested models included."""
     return [
         v
-        for layer in model._flatten_layers(include_self=False)
+        for layer in all_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
         for v in (layer.moving_mean, layer.moving_variance)
     ]
@@ -30,8 +33,9 @@ def _moving_statistics(model: keras.Model) -> list:
 def sam_train_step(model: keras.Model, rho: float):
     """A ``train_step`` for ``model`` (compiled, TensorFlow backend) that takes SAM steps of radius ``rho``.
 
-    Losses, metrics and sample weights are those of Keras's own step; the metrics are those of the
-    first pass (the weights as they are).
+    Losses, metrics and sample weights are those of Keras's own step (this mirrors the TensorFlow
+    ``train_step`` of Keras 3.15, private ``_compute_loss`` and ``_loss_tracker`` included); the metrics
+    are those of the first pass (the weights as they are).
     """
     statistics = _moving_statistics(model)
 
