@@ -53,6 +53,17 @@ def test_the_test_figure_is_read_when_the_command_ran_evaluate(accuracy_run):
     assert first["commit"] == head  # where the profile and proxy files it applied can be read
 
 
+def test_validation_is_read_as_served_when_the_stage_wrote_it(accuracy_run):
+    # Ideas are ranked on the figure scored like the test one: the saved model with its test-time averaging
+    # (and weighted F1 for 5 classes); runs of code that wrote only the network's own figure still record it.
+    served = {"train_emotion": {"val_accuracy": 0.61, "served_val_accuracy": 0.63, "served_val_f1_weighted": 0.62}}
+    assert accuracy_run.main(["--task", "emotion7", "--kind", "proxy", "--name", "a"] + _writes(**served)) == 0
+    assert accuracy_run.main(["--task", "emotion5", "--kind", "proxy", "--name", "b"] + _writes(**served)) == 0
+    assert accuracy_run.main(["--task", "emotion7", "--kind", "proxy", "--name", "c"] + _writes(**TRAINED)) == 0
+    rows = [(r["val_metric"], r["val"]) for r in _rows(accuracy_run.RESULTS)]
+    assert rows == [("served_val_accuracy", "0.63"), ("served_val_f1_weighted", "0.62"), ("val_accuracy", "0.61")]
+
+
 def test_evaluated_without_evaluate_records_nothing(accuracy_run):
     args = ["--task", "emotion7", "--kind", "quick", "--name", "q", "--evaluated"]
     assert accuracy_run.main(args + _writes(**TRAINED)) == 1

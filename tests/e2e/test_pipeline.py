@@ -106,6 +106,28 @@ def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch)
     assert scored["precision"] == {"keypoints": "float32", "emotion": "float32"}  # the tiny profile's
 
 
+def test_the_validation_figures_that_rank_ideas_score_the_saved_models(project):
+    """metrics/train_*.json's served_val_* figures are the saved models (test-time averaging inside) on the
+    validation split, scored as evaluate scores the test split: ideas are ranked on what is served."""
+    from facelab import inference
+    from facelab.artifacts import load_split
+    from facelab.metrics import emotion_scores, keypoint_rmse
+
+    path, _, _ = project
+    trained = json.loads((path / "metrics/train_keypoints.json").read_text())
+    val = load_split(path / "data/prepared/keypoints_val.npz")
+    predicted = inference.predict(inference.load_model(path / "models/keypoints.keras"), val["images"])
+    assert trained["served_val_rmse_px"] == pytest.approx(keypoint_rmse(val["keypoints"], predicted), rel=1e-6)
+    assert trained["served_val_rmse_px"] != pytest.approx(trained["val_rmse_px"], rel=1e-6)  # not the network alone
+
+    trained = json.loads((path / "metrics/train_emotion.json").read_text())
+    val = load_split(path / "data/prepared/emotion_val.npz")
+    predicted = inference.predict(inference.load_model(path / "models/emotion.keras"), val["images"]).argmax(axis=1)
+    scores = emotion_scores(val["labels"], predicted, trained["classes"])
+    assert trained["served_val_accuracy"] == pytest.approx(scores["accuracy"], rel=1e-9)
+    assert trained["served_val_f1_weighted"] == pytest.approx(scores["f1_weighted"], rel=1e-9)
+
+
 def test_mlflow_shows_the_data_sets_and_what_each_figure_was_measured_on(project):
     path, _, _ = project
     client = mlflow_client(path)
