@@ -76,3 +76,14 @@ def test_validation_faces_split_evenly_across_replicas():
     assert devices.evenly_split(13, Replicas(2)) == 12
     assert devices.evenly_split(1000, Replicas(4)) == 1000
     assert devices.evenly_split(3, Replicas(4)) == 0
+
+
+@pytest.mark.parametrize("option", ["ema", "sam_rho"])
+def test_single_device_options_stop_a_run_on_several_replicas_before_it_trains(option):
+    from facelab import train
+    from facelab.errors import FacelabError
+
+    assert option in train.SINGLE_DEVICE_OPTIONS
+    cfg = {name: 0.0 for name in train.SINGLE_DEVICE_OPTIONS} | {option: 0.5}
+    with pytest.raises(FacelabError, match=rf"^train_emotion\.{option}: .+ with 2 replicas; set it to 0$"):
+        train._train("train_emotion", {"train_emotion": cfg}, Replicas(2), *[None] * 11)
