@@ -29,6 +29,8 @@ GOALS = {
     "keypoints": ("keypoints: RMSE px (YTF, unseen people)", 1.80, 1.60, False),
 }
 BUDGET_MIN = {"quick": 45, "full": 120}
+LABEL_LINE = 0.045  # the height of a name, as a fraction of the values a panel spans
+LABEL_SPAN_MIN = 45  # names of points closer than this in minutes may overlap: they are kept a line apart
 
 
 def read_runs(path: Path = RUNS) -> list[dict]:
@@ -85,6 +87,21 @@ def write_table(runs: list[dict], path: Path = TABLE) -> None:
     path.write_text("\n".join(lines))
 
 
+def _label_heights(named: list[tuple], line: float) -> list[float]:
+    """Where each named point's name goes: at its point, or moved down just enough to clear the names
+    already placed above it that are within LABEL_SPAN_MIN minutes (a grey line then joins it to its point)."""
+    placed: list[tuple[float, float]] = []  # (minutes, height), highest first
+    heights = {}
+    for index in sorted(range(len(named)), key=lambda i: -named[i][1]):
+        minutes, height = named[index][0], named[index][1]
+        for other_minutes, other_height in placed:
+            if abs(other_minutes - minutes) < LABEL_SPAN_MIN and height > other_height - line:
+                height = other_height - line
+        placed = sorted([*placed, (minutes, height)], key=lambda p: -p[1])
+        heights[index] = height
+    return [heights[i] for i in range(len(named))]
+
+
 def draw(runs: list[dict], path: Path = PICTURE) -> None:
     runs = [r for r in runs if r["wall_min"]]  # a run whose wall time was not recorded is in the table only
     tasks = [t for t in GOALS if any(r["task"] == t for r in runs)]
@@ -93,16 +110,15 @@ def draw(runs: list[dict], path: Path = PICTURE) -> None:
         title, quick, full, higher = GOALS[task]
         points = [(float(r["wall_min"]), *_figure(r), r["name"]) for r in runs if r["task"] == task]
         values = [v for _, v, *_ in points] + [quick, full]
-        near = 0.1 * (max(values) - min(values))  # names of points this close (and 30 min) are stacked
+        line = LABEL_LINE * (max(values) - min(values))  # one line of a name, in the panel's units
         proxies = [p for p in points if not p[2]]
         best_proxy = (max if higher else min)(proxies, key=lambda p: p[1]) if proxies else None
         named = [p for p in points if p[2] or p is best_proxy]  # the proxy cloud unnamed but for its best
         for minutes, value, is_test, _ in points:
             ax.scatter(minutes, value, s=36, facecolors="C0" if is_test else "none", edgecolors="C0")
-        for minutes, value, _, name in named:
-            rank = sum(v > value for m, v, *_ in named if abs(m - minutes) < 30 and abs(v - value) < near)
-            offset = (3, 3) if rank == 0 else (3, -10 * rank)  # above the highest, then a line lower each
-            ax.annotate(name, (minutes, value), fontsize=7, xytext=offset, textcoords="offset points")
+        for (minutes, value, _, name), height in zip(named, _label_heights(named, line)):
+            moved = dict(arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.6"}) if height != value else {}
+            ax.annotate(name, (minutes, value), (minutes + 2, height), fontsize=7, va="center", **moved)
         ax.axhline(quick, color="C2", ls="--", lw=1, label=f"quick goal {quick} (<= {BUDGET_MIN['quick']} min)")
         ax.axhline(full, color="C3", ls=":", lw=1, label=f"full goal {full} (<= {BUDGET_MIN['full']} min)")
         for minutes in BUDGET_MIN.values():
