@@ -51,7 +51,7 @@ COLUMNS = [
 ]
 # task -> (training metrics file, its validation figures in order of preference, evaluate.json figure). The first
 # is the saved model's, scored as the test figure is (with its test-time averaging); the second, the network
-# alone, is all that runs before the first existed wrote.
+# alone, is the only one that code before session 14 wrote.
 TASKS = {
     "emotion7": ("metrics/train_emotion.json", ("served_val_accuracy", "val_accuracy"), "emotion.accuracy"),
     "emotion5": ("metrics/train_emotion.json", ("served_val_f1_weighted", "val_accuracy"), "emotion.f1_weighted"),
