@@ -141,6 +141,8 @@ def _train_schema() -> dict[str, tuple]:
         "width": WIDTH,
         "stem": STEM,
         "zero_init_residual": BOOL,
+        # after training: BatchNorm statistics averaged over the training faces without augmentation
+        "recompute_batchnorm": BOOL,
         "precision": PRECISION,
         "resume": BOOL,
         "early_stopping_patience": _int(0),

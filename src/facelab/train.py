@@ -104,7 +104,7 @@ def _train(
     metrics: list,
     train_ds,
     val_ds,
-    n_train: int,
+    train_images: np.ndarray,
     policy: str,
     model_path: Path,
     registered_name: str,
@@ -115,6 +115,7 @@ def _train(
     """Compile, fit and save; returns (on the chief) the saved model with its test-time averaging, the summary
     for ``metrics/<stage>.json`` and the per-epoch history; (the trained network, {}, None) on other workers."""
     cfg = params[stage]
+    n_train = len(train_images)
     if strategy.num_replicas_in_sync > 1:
         for option, what in SINGLE_DEVICE_OPTIONS.items():
             if cfg[option]:
@@ -173,6 +174,8 @@ def _train(
     if not chief:
         return best, {}, None
     seconds = time.perf_counter() - started
+    if cfg["recompute_batchnorm"]:
+        best = training.recompute_batchnorm(best, train_images, cfg["batch_size"], params["seed"])
     served = tta.wrap(best, stage.split("_", 1)[1], **cfg["tta"])
     save_model(served, model_path)
     frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
@@ -237,7 +240,7 @@ def run_keypoints(params: dict) -> dict:
             [training.masked_mse],
             train_ds,
             val_ds,
-            len(train["images"]),
+            train["images"],
             policy,
             KEYPOINT_MODEL,
             params["tracking"]["keypoints_model"],
@@ -327,7 +330,7 @@ def run_emotion(params: dict) -> dict:
             ["accuracy"],
             train_ds,
             val_ds,
-            len(train["images"]),
+            train["images"],
             policy,
             EMOTION_MODEL,
             params["tracking"]["emotion_model"],

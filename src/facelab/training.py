@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from facelab.atomic import atomic_path, write_json
 from facelab.config import CHECKPOINTS_DIR, workspace_root
+from facelab.model import all_layers
 from facelab.sam import SharpnessAware
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -439,3 +440,30 @@ def fit(
 def finish_run(folder: Path) -> None:
     """Forget a finished run's resumable state."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- after training -------------------------------------------------------------------------
+
+
+def recompute_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int, seed: int) -> keras.Model:
+    """A copy of ``model`` whose BatchNorm statistics are averaged over ``images`` (uint8 (N, H, W)) as they are.
+
+    While training, each BatchNorm layer's moving mean and variance follow the last few augmented
+    batches (momentum ``model.BN_MOMENTUM``); the copy's are the mean of every batch's over the
+    training faces without augmentation (shuffled with ``seed``, ``batch_size`` a batch, the last
+    partial batch left out), the faces the model will be shown. Weights are unchanged. On a copy
+    built outside any distribution strategy, so it works whatever trained ``model``.
+    """
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    norms = [layer for layer in all_layers(copy) if isinstance(layer, keras.layers.BatchNormalization)]
+    order = np.random.default_rng(seed).permutation(len(images))
+    batch_size = min(batch_size, len(images))
+    momentum = [layer.momentum for layer in norms]
+    for k, start in enumerate(range(0, len(images) - batch_size + 1, batch_size)):
+        for layer in norms:
+            layer.momentum = k / (k + 1)  # the k-th batch weighs 1/(k+1): a running mean of the batches
+        copy(_as_float_images(images[order[start : start + batch_size]]), training=True)
+    for layer, kept in zip(norms, momentum):
+        layer.momentum = kept
+    return copy
