@@ -115,7 +115,6 @@ def _train(
     """Compile, fit and save; returns (on the chief) the saved model with its test-time averaging, the summary
     for ``metrics/<stage>.json`` and the per-epoch history; (the trained network, {}, None) on other workers."""
     cfg = params[stage]
-    n_train = len(train_images)
     if strategy.num_replicas_in_sync > 1:
         for option, what in SINGLE_DEVICE_OPTIONS.items():
             if cfg[option]:
@@ -124,6 +123,7 @@ def _train(
                     "set it to 0"
                 )
     chief = devices.is_chief(strategy)
+    n_train = len(train_images)
     batch = devices.global_batch_size(cfg["batch_size"], strategy)
     per_epoch = training.images_per_epoch(n_train, batch)
     steps_per_epoch = max(1, per_epoch // batch)
