@@ -449,9 +449,10 @@ def recompute_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int,
     """A copy of ``model`` whose BatchNorm statistics are averaged over ``images`` (uint8 (N, H, W)) as they are.
 
     While training, each BatchNorm layer's moving mean and variance follow the last few augmented
-    batches (momentum ``model.BN_MOMENTUM``); the copy's are the mean of every batch's over the
-    training faces without augmentation (shuffled with ``seed``, ``batch_size`` a batch, the last
-    partial batch left out), the faces the model will be shown. Weights are unchanged. On a copy
+    batches (momentum ``model.BN_MOMENTUM``); the copy's are the mean of every batch's over
+    ``images`` with no further augmentation (shuffled with ``seed``, ``batch_size`` a batch, the
+    last partial batch left out): the emotion stage passes its training faces, the keypoint stage
+    its training split, which holds the augment stage's copies. Weights are unchanged. On a copy
     built outside any distribution strategy, so it works whatever trained ``model``.
     """
     copy = keras.models.clone_model(model)

@@ -2,7 +2,8 @@
 
 ``wrap(model, task, flip=..., shift_px=...)`` returns a Keras model with the same input that
 runs ``model`` on several views of each face and returns their average (``unwrap`` gives
-``model`` back, to score other settings without retraining):
+``model`` back and ``settings`` the arguments it was wrapped with, to score other settings or
+another network without retraining):
 
 * views = {the face, its mirror image if ``flip``} x {no shift, and if ``shift_px`` > 0 the four
   shifts (+-s, 0) and (0, +-s)}, shifted with edge-replicated borders;
@@ -130,3 +131,11 @@ def unwrap(model: keras.Model) -> keras.Model:
     """The network a ``wrap`` model averages over its views (``model`` itself when it averages nothing)."""
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     return inner[0] if inner else model
+
+
+def settings(model: keras.Model) -> dict:
+    """The ``flip`` and ``shift_px`` that ``wrap`` made ``model`` with (neither when it averages nothing)."""
+    chosen = [layer.views for layer in model.layers if isinstance(layer, TtaViews)]
+    if not chosen:
+        return {"flip": False, "shift_px": 0}
+    return {"flip": any(mirrored for mirrored, _, _ in chosen[0]), "shift_px": max(abs(dx) for _, dx, _ in chosen[0])}

@@ -72,6 +72,14 @@ def test_unwrap_of_a_saved_wrapped_model_gives_the_trained_network_back(tmp_path
     np.testing.assert_allclose(network(images, training=False), model(images, training=False), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("flip,shift", [(True, 2), (False, 3), (True, 0), (False, 0)])
+def test_settings_of_a_saved_wrapped_model_are_the_ones_it_was_wrapped_with(tmp_path, flip, shift):
+    model = build_emotion_model(3, width=16)
+    tta.wrap(model, "emotion", flip=flip, shift_px=shift).save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    assert tta.settings(loaded) == {"flip": flip, "shift_px": shift}
+
+
 def test_views_are_flip_times_shifts():
     assert tta.views(True, 0) == [(0, 0, 0), (1, 0, 0)]
     assert len(tta.views(True, 2)) == 10 and len(tta.views(False, 2)) == 5
