@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from sklearn.metrics import f1_score
+from tta_choices import label_scores  # benchmarks/tta_choices.py
 
 from facelab import artifacts, inference
 
@@ -34,9 +34,7 @@ def main() -> None:
         probabilities = [inference.predict(model, split["images"]) for model in models]
         rows = list(zip(args.models, probabilities)) + [("mean of all", np.mean(probabilities, axis=0))]
         for name, probs in rows:
-            predicted = probs.argmax(axis=1)
-            accuracy = float(np.mean(predicted == split["labels"]))
-            f1_weighted = float(f1_score(split["labels"], predicted, average="weighted"))
+            accuracy, f1_weighted = label_scores(split["labels"], probs.argmax(axis=1))
             print(f"| {path} | {name} | {accuracy:.4f} | {f1_weighted:.4f} |", flush=True)
 
 

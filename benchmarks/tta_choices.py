@@ -24,10 +24,14 @@ from facelab import artifacts, inference, tta
 SETTINGS = [(False, 0), (True, 0), (True, 1), (True, 2), (True, 3), (True, 4)]
 
 
+def label_scores(labels: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """(accuracy, weighted F1) of predicted class indices."""
+    return float(np.mean(predicted == labels)), float(f1_score(labels, predicted, average="weighted"))
+
+
 def scores(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(accuracy, weighted F1) of the model's most probable class."""
-    predicted = inference.predict(model, images).argmax(axis=1)  # as evaluate scores the saved model
-    return float(np.mean(predicted == labels)), float(f1_score(labels, predicted, average="weighted"))
+    return label_scores(labels, inference.predict(model, images).argmax(axis=1))  # as evaluate scores the saved model
 
 
 def main() -> None:
