@@ -1,4 +1,4 @@
-"""facelab's command line: ``facelab stage|check-params|params|metrics-gate|predict``.
+"""facelab's command line: ``facelab stage|check-params|params|metrics-gate|results|predict``.
 
 Every command runs through ``facelab.runner.guarded``: errors a user can fix (``FacelabError``)
 print as one line, ``facelab: error: ...``, and exit with status 1; ``--debug`` (or
@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="also write the Markdown report to FILE")
     p.add_argument("--strict", action="store_true", help="exit 2 when the baseline has no metrics")
     p.set_defaults(handler=lambda a: __import__("facelab.gate").gate.run(a.baseline, a.params, a.out, a.strict))
+    p = sub.add_parser(
+        "results", help="the results table (Markdown) and accuracy-vs-minutes picture from the MLflow store"
+    )
+    p.add_argument("--out", metavar="DIR", help="also write DIR/results.md and DIR/accuracy-vs-minutes.png")
+    p.add_argument("--experiment", help="MLflow experiment (default: params' tracking.experiment)")
+    p.add_argument("--all", action="store_true", help="include runs on the synthetic faces")
+    p.add_argument("--evaluated", action="store_true", help="only runs whose model was scored on its test set")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(handler=_cmd_results)
     p = sub.add_parser("predict", help="keypoints and emotion of every face in photos (annotated copies + JSON)")
     p.add_argument("photos", nargs="+", metavar="PHOTO")
     p.add_argument("--out", default="predictions", metavar="DIR", help="output folder (default: predictions)")
@@ -90,6 +99,13 @@ def _cmd_predict(args) -> int:
                 faces = "".join(f", {f['emotion']} {f['probability']:.2f}" for f in record["faces"])
                 print(f"{record['photo']}: {len(record['faces'])} face(s){faces} -> {annotated}")
     return EXIT_ERROR if any("error" in r for r in records) else 0
+
+
+def _cmd_results(args) -> None:
+    from facelab.results import run
+
+    experiment = args.experiment or load_params(args.params)["tracking"]["experiment"]
+    run(experiment, args.out, args.all, args.evaluated)
 
 
 def _cmd_params_apply(args) -> None:

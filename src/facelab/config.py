@@ -152,6 +152,8 @@ def _train_schema() -> dict[str, tuple]:
 
 
 SCHEMA: dict[str, Any] = {
+    # the name of the last profile applied (facelab params apply / sets): a label of the MLflow runs, not an input
+    "profile": STR,
     "seed": _int(0),
     "data": {
         "keypoints": {
@@ -279,15 +281,25 @@ def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
     """Read and validate params.yaml."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FacelabError(f"{path}: parameter file not found") from None
+    except IsADirectoryError:
+        raise FacelabError(f"{path}: is a directory, not a parameter file") from None
+    except UnicodeDecodeError:
+        raise FacelabError(f"{path}: not a parameter file (not UTF-8 text)") from None
+    except OSError as exc:
+        raise FacelabError(f"{path}: cannot read the parameter file ({exc.strerror or exc})") from None
     try:
         params = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""
-        raise FacelabError(f"{path}: {line}not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise FacelabError(f"{path}: {line}not valid YAML ({problem})") from None
+    if params is not None and not isinstance(params, dict):
+        found = "a list" if isinstance(params, list) else f"the single value {str(params)[:40]!r}"
+        raise FacelabError(f"{path}: a parameter file must be a mapping of parameters, found {found}")
     return validate_params(params if params is not None else {}, path)
 
 

@@ -33,6 +33,9 @@ from facelab.metrics import (
 )
 
 STAGE = "evaluate"
+# The test figures logged on each model's training run as test.<name> (facelab results reads them there).
+TEST_PREFIX = "test."
+TEST_FIGURES = {"keypoints": ("rmse_px",), "emotion": ("accuracy", "f1_weighted", "f1_macro")}
 # metric -> higher is better?
 METRIC_DIRECTIONS = {
     "keypoints.rmse_px": False,
@@ -80,7 +83,7 @@ def evaluate_emotion(model, test: dict, train: dict) -> tuple[dict, np.ndarray, 
     return result, pred, scores["confusion"]
 
 
-def registered_version(name: str, model_path) -> int:
+def registered_version(name: str, model_path):
     """The registry version logged from ``model_path`` (found by the file's md5), or a FacelabError."""
     md5 = artifacts.file_md5(model_path)
     found = tracking.version_by_model_md5(name, md5)
@@ -89,7 +92,12 @@ def registered_version(name: str, model_path) -> int:
             f"{model_path} (md5 {md5}) is not a registered version of {name} in "
             f"{tracking.tracking_uri()}: retrain it there (dvc repro -f -s train_<task>)"
         )
-    return int(found.version)
+    return found
+
+
+def test_figures(task: str, result: dict) -> dict[str, float]:
+    """The test figures of ``task`` a training run gets beside its validation figures (``test.<name>``)."""
+    return {f"{TEST_PREFIX}{k}": v for k, v in result.items() if k in TEST_FIGURES[task]}
 
 
 def run(params: dict) -> dict:
@@ -156,9 +164,19 @@ def run(params: dict) -> dict:
                 str(files[f"{task}_test"]),
                 task_tags[tracking.TEST_SET_TAG],
             )
-            version = registered_version(name, files[f"{task}_model"])
+            found = registered_version(name, files[f"{task}_model"])
+            # the test figures on the model's training run too, so one run holds what the results table needs
+            if found.run_id:
+                tracking.log_run_metrics(found.run_id, test_figures(task, metrics[task]))
+                tracking.set_tags({f"facelab.{task}_training_run": found.run_id})
             decision = tracking.promote(
-                name, version, metric, _lookup(metrics, metric), METRIC_DIRECTIONS[metric], task_tags, queued=queued
+                name,
+                int(found.version),
+                metric,
+                _lookup(metrics, metric),
+                METRIC_DIRECTIONS[metric],
+                task_tags,
+                queued=queued,
             )
             decisions.append(decision)
             champions[task] = {"name": name, "version": decision["champion"]}

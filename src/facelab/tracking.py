@@ -62,6 +62,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
+from facelab import provenance
 from facelab.config import flatten, workspace_root
 from facelab.errors import FacelabError
 
@@ -223,7 +224,8 @@ def _git_commit() -> str | None:
 
 
 def run_tags(stage: str) -> dict[str, str]:
-    tags = {"facelab.stage": stage}
+    """The stage, the commit, DVC's experiment and the machine (``provenance.machine_tags``)."""
+    tags = {"facelab.stage": stage, **provenance.machine_tags()}
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -248,7 +250,8 @@ def _raise_terminated(signum, frame):
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: dict, experiment: str) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one stage execution, with its parameters (dotted names) and tags.
+    """An MLflow run for one stage execution, with its parameters (dotted names) and tags, and (when it
+    finishes) its wall and CPU minutes (``provenance``).
 
     Ends FINISHED, FAILED on an error, or KILLED on Ctrl-C / SIGTERM (then re-raised). A run that
     does not finish leaves no model version behind: the versions it registered are deleted at its
@@ -261,9 +264,11 @@ def stage_run(stage: str, params: dict, experiment: str) -> Iterator[mlflow.Acti
     run = retry(lambda: mlflow.start_run(run_name=stage, tags=run_tags(stage)), "start run")
     marker = _mark_open(run.info.run_id)
     status, store_down = "FAILED", False
+    stopwatch = provenance.Stopwatch()
     try:
         log_params(params)
         yield run
+        log_metrics(stopwatch.minutes())
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -368,6 +373,19 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     finite = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float))}
     if finite:
         retry(lambda: mlflow.log_metrics(finite, step=step), "log metrics")
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    retry(lambda: mlflow.set_tags(tags), "set tags")
+
+
+def log_run_metrics(run_id: str, metrics: dict[str, float]) -> None:
+    """Add ``metrics`` to another (usually finished) run, e.g. a model's test figures to its training run."""
+    client = MlflowClient()
+    stamp = int(time.time() * 1000)
+    for key, value in flatten(metrics).items():
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            retry(lambda: client.log_metric(run_id, key, float(value), timestamp=stamp), "log metric")
 
 
 def log_artifacts(*paths: str | os.PathLike, folder: str | None = None) -> None:

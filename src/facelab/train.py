@@ -35,6 +35,13 @@ from facelab.model import build_emotion_model, build_keypoint_model
 # train_<task> options that work on one device only (their custom steps and weight copies are not
 # distributed): option -> what it is, for the error under several replicas
 SINGLE_DEVICE_OPTIONS = {"ema": "the weight average is", "sam_rho": "sharpness-aware steps are"}
+# The training run's tag naming the faces it learnt from: "synthetic" or the data file's name.
+DATA_TAG = "facelab.data"
+
+
+def data_label(section: dict) -> str:
+    """``data.<task>`` as a label: "synthetic", or the file (or folder) name the faces came from."""
+    return "synthetic" if section["source"] == "synthetic" else Path(section["path"]).name
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -69,6 +76,7 @@ def _stage_run(stage: str, logged: dict, params: dict, chief: bool, splits: dict
         yield
         return
     with tracking.stage_run(stage, logged, params["tracking"]["experiment"]):
+        tracking.set_tags({DATA_TAG: data_label(params["data"][stage.split("_", 1)[1]])})
         for name, (path, split, context) in splits.items():
             log_split(name, path, split, context)
         yield
@@ -211,7 +219,12 @@ def run_keypoints(params: dict) -> dict:
     files = artifacts.stage_files("train_keypoints")
     train = artifacts.load_split(files["keypoints_train"])
     val = artifacts.load_split(files["keypoints_val"])
-    logged = {"seed": seed, "train_keypoints": cfg, "data.keypoints.missing": params["data"]["keypoints"]["missing"]}
+    logged = {
+        "profile": params["profile"],
+        "seed": seed,
+        "train_keypoints": cfg,
+        "data.keypoints.missing": params["data"]["keypoints"]["missing"],
+    }
     splits = {
         "keypoints_train": (files["keypoints_train"], train, "training"),
         "keypoints_val": (files["keypoints_val"], val, "validation"),
@@ -281,6 +294,7 @@ def run_emotion(params: dict) -> dict:
     classes = [str(c) for c in train["classes"]]
     num_classes = len(classes)
     logged = {
+        "profile": params["profile"],
         "seed": seed,
         "train_emotion": cfg,
         "augment.emotion": params["augment"]["emotion"],

@@ -92,3 +92,38 @@ def confusion_png(path: str | Path, matrix: Sequence[Sequence[int]], classes: Se
     for (r, c), v in np.ndenumerate(matrix):
         ax.text(c, r, str(v), ha="center", va="center", color="white" if v > top / 2 else "black", fontsize=8)
     _save(fig, path)
+
+
+def accuracy_minutes_png(path: str | Path, panels: dict) -> None:
+    """One panel per task: each run's figure against its training wall minutes, labelled by profile.
+
+    ``panels``: task -> (table with "wall min" and "profile" columns, validation column, test column,
+    higher is better). Hollow markers: validation as served; filled: test (adopted profiles only).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for ax, (task, (frame, val_col, test_col, higher)) in zip(axes[0], panels.items()):
+        minutes = frame["wall min"].astype(float)
+        for column, filled in ((val_col, False), (test_col, True)):
+            values = frame[column].astype(float)
+            shown = values.notna() & minutes.notna()
+            ax.scatter(
+                minutes[shown],
+                values[shown],
+                s=36,
+                facecolors=PRED_COLOUR if filled else "none",
+                edgecolors=PRED_COLOUR,
+                label=column,
+            )
+        for (_, row), value in zip(frame.iterrows(), frame[test_col].fillna(frame[val_col]).astype(float)):
+            if pd_notna(row["wall min"]) and pd_notna(value):
+                ax.annotate(f"{row['profile']} s{row['seed']}", (float(row["wall min"]), value), fontsize=7)
+        ax.set_title(f"{task} ({'higher' if higher else 'lower'} is better)")
+        ax.set_xlabel("training wall minutes")
+        ax.set_ylabel(test_col.replace("test ", ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def pd_notna(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))

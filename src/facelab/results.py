@@ -1,0 +1,152 @@
+"""The results table and the accuracy-against-minutes picture, built from the MLflow store.
+
+Every training run records what a results row needs (``train``, ``tracking``, ``provenance``): the
+profile applied and the seed, the data it learnt from, the commit, the CPU model and cores, its wall
+and CPU minutes, images/s and its validation figures as served; ``evaluate`` adds the model's test
+figures to the same run. ``facelab results`` reads those runs back (SQLite in the workspace or a
+team's server: ``MLFLOW_TRACKING_URI``) and prints one Markdown table per task; ``--out DIR``
+also writes ``results.md`` and ``accuracy-vs-minutes.png``. A candidate that stopped at its
+training stage has a validation figure and no test figure: it never read the test split.
+
+The picture has one panel per task (emotion split by its number of classes): 7 classes are scored
+by accuracy (FER2013's benchmark figure), other class lists by weighted F1 (facelab's default
+champion metric), keypoints by RMSE; filled markers are test figures, hollow ones validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from facelab import provenance, tracking, viz
+from facelab.atomic import write_text
+from facelab.errors import FacelabError
+
+TRAINING_STAGES = ("train_keypoints", "train_emotion")
+RESULTS_FILE, PICTURE_FILE = "results.md", "accuracy-vs-minutes.png"
+SYNTHETIC = "synthetic"
+# column -> MLflow column of search_runs (params, tags and metrics are strings / floats there)
+COMMON = {
+    "profile": "params.profile",
+    "seed": "params.seed",
+    "data": "tags.facelab.data",
+    "commit": "tags.git_commit",
+    "cpu": f"tags.{provenance.CPU_MODEL_TAG}",
+    "cores": f"tags.{provenance.CORES_TAG}",
+    "wall min": f"metrics.{provenance.WALL_MINUTES}",
+    "CPU min": f"metrics.{provenance.CPU_MINUTES}",
+    "images/s": "metrics.final.images_per_second",
+}
+FIGURES = {
+    "keypoints": {"val RMSE px": "metrics.final.served_val_rmse_px", "test RMSE px": "metrics.test.rmse_px"},
+    "emotion": {
+        "val accuracy": "metrics.final.served_val_accuracy",
+        "val weighted F1": "metrics.final.served_val_f1_weighted",
+        "test accuracy": "metrics.test.accuracy",
+        "test weighted F1": "metrics.test.f1_weighted",
+        "test macro F1": "metrics.test.f1_macro",
+    },
+}
+DECIMALS = {"wall min": 1, "CPU min": 1, "images/s": 0, "val RMSE px": 2, "test RMSE px": 2}
+FER_CLASSES = 7
+
+
+def training_runs(experiment: str) -> pd.DataFrame:
+    """The FINISHED training runs of ``experiment``: one row each, newest first (mlflow.search_runs' columns)."""
+    import mlflow
+
+    uri = tracking.tracking_uri()
+    if uri == tracking.default_tracking_uri() and not (tracking.workspace_root() / tracking.DB_FILE).exists():
+        raise FacelabError(f"no MLflow store at {tracking.workspace_root() / tracking.DB_FILE}: run the pipeline first")
+    mlflow.set_tracking_uri(uri)
+    found = tracking.retry(lambda: mlflow.get_experiment_by_name(experiment), "get experiment")
+    if found is None:
+        raise FacelabError(f"no experiment {experiment!r} in {tracking._redacted(uri)}")
+    runs = tracking.retry(
+        lambda: mlflow.search_runs(
+            experiment_ids=[found.experiment_id],
+            filter_string="tags.`facelab.stage` LIKE 'train_%' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+        ),
+        "search runs",
+    )
+    return runs[_column(runs, "tags.facelab.stage").isin(TRAINING_STAGES)]
+
+
+def _column(runs: pd.DataFrame, name: str) -> pd.Series:
+    return runs[name] if name in runs else pd.Series([None] * len(runs), index=runs.index, dtype=object)
+
+
+def tables(
+    runs: pd.DataFrame, include_synthetic: bool = False, evaluated_only: bool = False
+) -> dict[str, pd.DataFrame]:
+    """Task name ("keypoints", "emotion-7", ...) -> its table, one row per run, sorted by profile, seed, date."""
+    out: dict[str, pd.DataFrame] = {}
+    for stage in TRAINING_STAGES:
+        task = stage.split("_", 1)[1]
+        rows = runs[_column(runs, "tags.facelab.stage") == stage]
+        if not include_synthetic:
+            rows = rows[_column(rows, COMMON["data"]) != SYNTHETIC]
+        if rows.empty:
+            continue
+        frame = pd.DataFrame({"date": rows["start_time"].dt.strftime("%Y-%m-%d")}, index=rows.index)
+        for column, source in {**COMMON, **FIGURES[task]}.items():
+            frame[column] = _column(rows, source)
+        frame["commit"] = frame["commit"].str[:7]
+        if evaluated_only:
+            frame = frame[frame[[c for c in FIGURES[task] if c.startswith("test")]].notna().any(axis=1)]
+        if task == "emotion":
+            classes = _column(rows, "params.data.emotion.classes").fillna("").str.count(",") + 1
+            for count in sorted(set(classes[frame.index])):
+                out[f"emotion-{count}"] = frame[classes[frame.index] == count]
+        elif not frame.empty:
+            out[task] = frame
+    return {task: _sorted(frame) for task, frame in out.items() if not frame.empty}
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    seed = pd.to_numeric(frame["seed"], errors="coerce")
+    return frame.assign(_seed=seed).sort_values(["profile", "_seed", "date"]).drop(columns="_seed")
+
+
+def _cell(column: str, value) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{DECIMALS.get(column, 3)}f}"
+    return str(value)
+
+
+def markdown(task_tables: dict[str, pd.DataFrame]) -> str:
+    """One Markdown table per task, under a heading naming it."""
+    parts = []
+    for task, frame in task_tables.items():
+        header = "| " + " | ".join(frame.columns) + " |"
+        rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+        body = ["| " + " | ".join(_cell(c, row[c]) for c in frame.columns) + " |" for _, row in frame.iterrows()]
+        parts.append("\n".join([f"### {task}", "", header, rule, *body]))
+    return "\n\n".join(parts) + "\n"
+
+
+def panel_figure(task: str) -> tuple[str, str, bool]:
+    """(validation column, test column, higher is better) plotted for ``task``."""
+    if task == "keypoints":
+        return "val RMSE px", "test RMSE px", False
+    if task == f"emotion-{FER_CLASSES}":
+        return "val accuracy", "test accuracy", True
+    return "val weighted F1", "test weighted F1", True
+
+
+def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_only: bool) -> None:
+    task_tables = tables(training_runs(experiment), include_synthetic, evaluated_only)
+    if not task_tables:
+        hint = "" if include_synthetic else " on real data (--all includes synthetic runs)"
+        raise FacelabError(f"no finished training run{hint} in experiment {experiment!r}")
+    text = markdown(task_tables)
+    print(text, end="")
+    if out:
+        write_text(Path(out) / RESULTS_FILE, text)
+        panels = {task: (frame, *panel_figure(task)) for task, frame in task_tables.items()}
+        viz.accuracy_minutes_png(Path(out) / PICTURE_FILE, panels)
+        print(f"wrote {Path(out) / RESULTS_FILE} and {Path(out) / PICTURE_FILE}")
