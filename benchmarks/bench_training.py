@@ -7,8 +7,8 @@ Run from the repository root:
 For each task it builds the model the pipeline trains (``build_keypoint_model(96, width=64)`` and
 ``build_emotion_model(5, 48, 48, width=64)``, with the stems of params.yaml as train.py passes them;
 params.yaml says ``imagenet`` for both, where build_emotion_model's own default, ``small``, is 16x the work) twice
-(task ``emotion96``, not run by default: the emotion model with ``image_size=96``, as the real-data
-profiles train it: 48x48 faces resized to 96x96 inside the model):
+(task ``emotion96``, not run by default: the emotion model with ``image_size=96``, as the original
+emotion recipe trained it: 48x48 faces resized to 96x96 inside the model):
 
 * plain: the classic notebook recipe. float32 everywhere; ``model.fit`` on in-memory float32 numpy
   arrays (converted from uint8 in numpy before training); Adam, plain MSE / categorical

@@ -1,12 +1,12 @@
-"""GPU check: the tiny profile and one epoch of each real profile, with images/s, precision and peak GPU memory.
+"""GPU check: the tiny profile and one epoch of each quick real-data profile: images/s, precision, peak GPU memory.
 
 Run by ``benchmarks/gpu_check.sh`` (one command, which also makes the GPU venv); by hand:
 
-    python benchmarks/gpu_check.py [--profiles tiny real-keypoints real-emotion-5 real-emotion-7] [--require-gpu]
+    python benchmarks/gpu_check.py [--profiles tiny quick-keypoints quick-emotion-5 quick-emotion-7] [--require-gpu]
     python benchmarks/gpu_check.py --check-report install.json   # a `pip install --dry-run --report` of .[gpu]
 
 Each profile runs in a throw-away copy of the project (``tests/e2e/helpers.make_project_copy``, the profile
-applied, ``epochs: 1`` for the real ones, ``../shared/data`` linked beside it): ``dvc repro augment`` makes
+applied, ``epochs: 1`` for the real-data ones, ``../shared/data`` linked beside it): ``dvc repro augment`` makes
 the data (prepare + augment), then the profile's training stage(s) run in a child process of this script
 that calls ``facelab.train`` itself, so that it can read TensorFlow's peak GPU memory
 (``tf.config.experimental.get_memory_info``) at the end. Printed per stage: the precision the run used,
@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 
 PROFILES = {  # profile -> the training stages it is about
     "tiny": ("train_keypoints", "train_emotion"),
-    "real-keypoints": ("train_keypoints",),
-    "real-emotion-5": ("train_emotion",),
-    "real-emotion-7": ("train_emotion",),
+    "quick-keypoints": ("train_keypoints",),
+    "quick-emotion-5": ("train_emotion",),  # sam_epochs 8 >= 1: its one epoch takes sharpness-aware steps
+    "quick-emotion-7": ("train_emotion",),
 }
 REAL_EPOCHS = 1
 STAGE_TIMEOUT_S = 300  # per child process (data or one training stage)
@@ -81,7 +81,7 @@ def train_stage(stage: str) -> None:
 
 
 def project(profile: str, work: Path) -> tuple[Path, dict]:
-    """A copy of the project with ``profile`` applied (real profiles: one epoch), ../shared beside it."""
+    """A copy of the project with ``profile`` applied (real-data profiles: one epoch), ../shared beside it."""
     from ruamel.yaml import YAML
 
     from tests.e2e.helpers import make_project_copy, run

@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh             a fresh venv with the GPU build (pip install -e '.[gpu,test]',
 #                                            pip check), then benchmarks/gpu_check.py: the tiny profile and one
-#                                            epoch of each real profile; prints images/s per stage, the precision
+#                                            epoch of each quick real-data profile; prints images/s per stage, the precision
 #                                            used and peak GPU memory (Markdown)
 #   bash benchmarks/gpu_check.sh --dry-run   any machine, no GPU needed: resolves the GPU install in a fresh venv
 #                                            without installing it (pip --dry-run --report, then checked: one

@@ -14,7 +14,7 @@ Their progress (stderr) is shown as they run. A benchmark that fails is reported
 status and the end of its stderr; the others still run.
 
 Quick mode leaves out the slow parts (the arguments below, BENCHMARKS): the synthetic-default pipeline
-(``bench_pipeline.py --default``, several minutes) and the emotion model at the real-data profiles'
+(``bench_pipeline.py --default``, several minutes) and the emotion model at the original emotion recipe's
 96x96 (``bench_training.py --tasks ... emotion96``); bench_pipeline's stages on the real FER file (one
 epoch, a few minutes: their peak memory) are in both.
 """

@@ -69,6 +69,33 @@ def test_mlflow_has_every_stage_run_and_both_champions(project):
     assert path.joinpath("mlartifacts").is_dir()  # artifacts beside the store, by absolute path
 
 
+def test_training_runs_hold_what_the_results_table_needs(project):
+    """Each training run records the profile, commit, machine, minutes, images/s, its validation figures as
+    served and (added by evaluate) its test figures; `facelab results` draws the tables and the picture."""
+    path, env, _ = project
+    client = mlflow_client(path)
+    runs = client.search_runs([client.get_experiment_by_name("facelab").experiment_id])
+    by_stage = {r.info.run_name: r for r in runs}
+    emotion = by_stage["train_emotion"]
+    assert emotion.data.params["profile"] == "tiny"
+    assert emotion.data.tags["facelab.data"] == "synthetic"
+    assert int(emotion.data.tags["facelab.cores"]) >= 1 and emotion.data.tags["facelab.cpu_model"]
+    assert emotion.data.metrics["run.wall_minutes"] > 0 and emotion.data.metrics["run.cpu_minutes"] > 0
+    evaluate = json.loads((path / "metrics/evaluate.json").read_text())
+    assert emotion.data.metrics["test.accuracy"] == pytest.approx(evaluate["emotion"]["accuracy"])
+    assert by_stage["train_keypoints"].data.metrics["test.rmse_px"] == pytest.approx(evaluate["keypoints"]["rmse_px"])
+    assert "test.accuracy" not in by_stage["evaluate"].data.metrics  # on the training run, not a copy elsewhere
+
+    out = run(["facelab", "results", "--all", "--out", "results"], path, env).stdout
+    assert "### keypoints" in out and "### emotion-5" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 20") and "tiny" in line)
+    assert f"{evaluate['emotion']['accuracy']:.3f}" in out and "synthetic" in row
+    assert (path / "results/results.md").read_text() in out
+    assert (path / "results/accuracy-vs-minutes.png").stat().st_size > 0
+    real_only = run(["facelab", "results"], path, env, check=False)  # synthetic runs are left out by default
+    assert real_only.returncode == 1 and "no finished training run on real data" in real_only.stderr
+
+
 def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch):
     """What is served is what was scored: the registered pyfunc's FaceAnalyzer, loaded through MLflow,
     gives on the test faces exactly the figures evaluate wrote (the TTA is inside the models)."""
