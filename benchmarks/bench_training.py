@@ -16,7 +16,7 @@ emotion recipe trained it: 48x48 faces resized to 96x96 inside the model):
   numpy (the same images per epoch as facelab's ``augment`` stage writes); for emotion a
   ``keras.utils.PyDataset`` (default settings: one worker, the main thread) flips and shifts every
   batch in numpy (Keras 3 has no ImageDataGenerator).
-* facelab: what ``facelab.train`` does: ``devices.set_precision("auto")`` (mixed_bfloat16 on a CPU
+* facelab: what ``facelab.pipeline.train`` does: ``devices.set_precision("auto")`` (mixed_bfloat16 on a CPU
   with AVX512_BF16/AMX, mixed_float16 on a GPU, else float32), ``training.make_dataset`` over uint8
   arrays (emotion: with ``augment.emotion_augmenter`` from params.yaml and per-sample class weights),
   AdamW with the cosine schedule, ``training.masked_mse`` / categorical cross-entropy.
@@ -246,7 +246,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     from facelab import devices, synthetic, training
     from facelab.augmentation import emotion_augmenter
     from facelab.model import build_emotion_model
-    from facelab.train import class_weights
+    from facelab.pipeline.train import class_weights
 
     cfg = params["train_emotion"]
     batch = cfg["batch_size"]

@@ -8,7 +8,7 @@ Run by ``benchmarks/gpu_check.sh`` (one command, which also makes the GPU venv);
 Each profile runs in a throw-away copy of the project (``tests/e2e/helpers.make_project_copy``, the profile
 applied, ``epochs: 1`` for the real-data ones, ``../shared/data`` linked beside it): ``dvc repro augment`` makes
 the data (prepare + augment), then the profile's training stage(s) run in a child process of this script
-that calls ``facelab.train`` itself, so that it can read TensorFlow's peak GPU memory
+that calls ``facelab.pipeline.train`` itself, so that it can read TensorFlow's peak GPU memory
 (``tf.config.experimental.get_memory_info``) at the end. Printed per stage: the precision the run used,
 images/s (median epoch, from ``metrics/train_*.json``), training seconds, peak GPU memory, and the
 data-preparation seconds. Prints Markdown.
@@ -51,8 +51,8 @@ def train_stage(stage: str) -> None:
     """Run ``stage`` of the project in the current directory and print what it measured (one JSON line)."""
     import tensorflow as tf
 
-    from facelab import train
     from facelab.config import load_params
+    from facelab.pipeline import train
 
     started = time.perf_counter()
     summary = {"train_keypoints": train.run_keypoints, "train_emotion": train.run_emotion}[stage](

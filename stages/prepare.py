@@ -1,6 +1,6 @@
 """DVC stage `prepare`: raw faces (synthetic default or your files) -> data/prepared/*.npz."""
 
-from facelab.prepare import run
+from facelab.pipeline.prepare import run
 from facelab.runner import stage
 
 stage(run)

@@ -23,7 +23,7 @@ class FaceAnalyzer:
 
     @classmethod
     def from_champions(cls, champions) -> FaceAnalyzer:
-        """From ``analyzer_model.fetch_champions``: the two downloaded versions and the class list."""
+        """From ``serving.fetch_champions``: the two downloaded versions and the class list."""
         return cls(
             tracking.load_keras(champions.folders["keypoints"]),
             tracking.load_keras(champions.folders["emotion"]),

@@ -34,7 +34,6 @@ def split_path(task: str, split: str) -> Path:
 AUGMENTED_KEYPOINTS_TRAIN = AUGMENTED_DIR / "keypoints_train.npz"
 KEYPOINT_MODEL = MODELS_DIR / "keypoints.keras"
 EMOTION_MODEL = MODELS_DIR / "emotion.keras"
-MODEL_FILES = {"keypoints": KEYPOINT_MODEL, "emotion": EMOTION_MODEL}
 # The registry versions evaluate chose as champions: combine's declared input (git-ignored, a DVC output).
 CHAMPIONS_FILE = MODELS_DIR / "champions.json"
 

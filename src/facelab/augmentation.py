@@ -1,5 +1,5 @@
-"""Data augmentation: geometric and photometric changes that keep labels true (the ``augment``
-stage, the emotion training and test-time averaging use it).
+"""The augmentation library: geometric and photometric changes that keep labels true (the
+``pipeline.augment`` stage, the emotion training and test-time averaging use it).
 
 Keypoints (numpy + OpenCV, run once by the ``augment`` stage module): a horizontal flip mirrors
 every x coordinate and swaps each left/right keypoint pair (formats.FLIP_PERMUTATION);

@@ -25,12 +25,12 @@ def _cmd_stage(args) -> None:
 
 
 STAGES = {
-    "prepare": ("facelab.prepare", "run"),
-    "augment": ("facelab.augment", "run"),
-    "train_keypoints": ("facelab.train", "run_keypoints"),
-    "train_emotion": ("facelab.train", "run_emotion"),
-    "evaluate": ("facelab.evaluate", "run"),
-    "combine": ("facelab.combine", "run"),
+    "prepare": ("facelab.pipeline.prepare", "run"),
+    "augment": ("facelab.pipeline.augment", "run"),
+    "train_keypoints": ("facelab.pipeline.train", "run_keypoints"),
+    "train_emotion": ("facelab.pipeline.train", "run_emotion"),
+    "evaluate": ("facelab.pipeline.evaluate", "run"),
+    "combine": ("facelab.pipeline.combine", "run"),
 }
 
 

@@ -27,7 +27,6 @@ import keras
 import tensorflow as tf
 
 CPU_DEVICES_ENV = "FACELAB_CPU_DEVICES"  # e.g. 2: a MirroredStrategy over two logical CPU devices
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 # --- precision ------------------------------------------------------------------------------

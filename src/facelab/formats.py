@@ -34,7 +34,6 @@ KEYPOINT_NAMES: tuple[str, ...] = (
     "mouth_center_top_lip",
     "mouth_center_bottom_lip",
 )
-NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 KEYPOINT_COLUMNS: tuple[str, ...] = tuple(f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y"))
 KEYPOINT_IMAGE_COLUMN = "Image"
 

@@ -1,4 +1,4 @@
-"""Running a trained model on arrays of faces: the one code path of evaluate, combine, predict and the pyfunc.
+"""Running a saved model on arrays of faces: the one code path of evaluate, combine, predict and the pyfunc.
 
 ``predict`` runs a model batched and compiled once. A saved facelab model already holds its
 test-time averaging (``facelab.tta``), so every caller gets the figures ``evaluate`` scored.

@@ -1,4 +1,4 @@
-"""``facelab predict``: keypoints and emotion for every face in any photo, with the champion models.
+"""The ``facelab predict`` command: keypoints and emotion of every face in photos, with the champion models.
 
 For each photo: read it (``facelab.photos``), find its faces, crop each like the training faces,
 run both models on batches of faces from all photos together (``FaceAnalyzer.analyse``, one

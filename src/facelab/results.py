@@ -1,6 +1,6 @@
 """The results table and the accuracy-against-minutes picture, built from the MLflow store.
 
-Every training run records what a results row needs (``train``, ``tracking``, ``provenance``): the
+Every training run records what a results row needs (``pipeline.train``, ``tracking``, ``provenance``): the
 profile applied and the seed, the data it learnt from, the commit, the CPU model and cores, its wall
 and CPU minutes, images/s and its validation figures as served; ``evaluate`` adds the model's test
 figures to the same run. ``facelab results`` reads those runs back (SQLite in the workspace or a

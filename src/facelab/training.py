@@ -1,4 +1,6 @@
-"""Training: tf.data input pipelines, losses, and the fit loop (devices and precision: ``facelab.devices``).
+"""The training library the ``pipeline.train`` stages use: tf.data input pipelines, losses, the fit loop.
+
+Devices and precision: ``facelab.devices``.
 
 ``fit`` trains a compiled model, keeps the best weights by validation loss, shows progress
 with an ETA, and can resume an interrupted run from its last epoch (Keras BackupAndRestore
@@ -264,7 +266,7 @@ class WeightAverage(keras.callbacks.Callback):
     ``AtomicBackupAndRestore.saved`` does, for ``BestWeights``; a run resumed from ``backup`` at that
     epoch resumes the average too. Keras' own ``use_ema`` averages only the trainable weights: the
     averaged convolutions met the raw network's BatchNorm statistics, and a 10-epoch emotion proxy
-    validated at 0.516 against 0.612 without it (docs/accuracy.md).
+    validated at 0.516 against 0.612 without it (docs/results.md).
     """
 
     def __init__(self, momentum: float, folder: Path, backup: AtomicBackupAndRestore):

@@ -80,10 +80,13 @@ def test_validation_faces_split_evenly_across_replicas():
 
 @pytest.mark.parametrize("option", ["ema", "sam_rho"])
 def test_single_device_options_stop_a_run_on_several_replicas_before_it_trains(option):
-    from facelab import train
+    from dataclasses import fields
+
     from facelab.errors import FacelabError
+    from facelab.pipeline import train
 
     assert option in train.SINGLE_DEVICE_OPTIONS
     cfg = {name: 0.0 for name in train.SINGLE_DEVICE_OPTIONS} | {option: 0.5}
+    job = train.TrainingJob(**{f.name: None for f in fields(train.TrainingJob)} | {"stage": "train_emotion"})
     with pytest.raises(FacelabError, match=rf"^train_emotion\.{option}: .+ with 2 replicas; set it to 0$"):
-        train._train("train_emotion", {"train_emotion": cfg}, Replicas(2), *[None] * 11)
+        train._train(job, {"train_emotion": cfg}, Replicas(2))

@@ -8,10 +8,10 @@ import threading
 import pytest
 from mlflow import MlflowClient
 
-from facelab import tracking
+from facelab import champions, tracking
 
-FIVE = tracking.task_tags("testset-5", "anger,disgust,sadness,happiness,surprise", "48x48")
-SEVEN = tracking.task_tags("testset-7", "anger,disgust,fear,happiness,sadness,surprise,neutral", "48x48")
+FIVE = champions.task_tags("testset-5", "anger,disgust,sadness,happiness,surprise", "48x48")
+SEVEN = champions.task_tags("testset-7", "anger,disgust,fear,happiness,sadness,surprise,neutral", "48x48")
 F1 = "emotion.f1_weighted"
 
 
@@ -49,7 +49,7 @@ def _champion(client: MlflowClient, name: str) -> int:
 
 def test_first_model_becomes_champion(store, name):
     v1 = _new_version(store, name)
-    decision = tracking.promote(name, v1, "keypoints.rmse_px", 2.0, False, FIVE)
+    decision = champions.promote(name, v1, "keypoints.rmse_px", 2.0, False, FIVE)
     assert decision["promoted"] and decision["rule"] == "first champion"
     assert _champion(store, name) == v1
     tags = store.get_model_version(name, str(v1)).tags
@@ -59,8 +59,8 @@ def test_first_model_becomes_champion(store, name):
 
 def test_worse_model_on_the_same_test_set_stays_out_and_says_why(store, name):
     v1, v2 = _new_version(store, name), _new_version(store, name)
-    tracking.promote(name, v1, "keypoints.rmse_px", 2.0, False, FIVE)
-    decision = tracking.promote(name, v2, "keypoints.rmse_px", 2.5, False, FIVE)
+    champions.promote(name, v1, "keypoints.rmse_px", 2.0, False, FIVE)
+    decision = champions.promote(name, v2, "keypoints.rmse_px", 2.5, False, FIVE)
     assert not decision["promoted"] and decision["rule"] == "same task"
     assert _champion(store, name) == v1
     tags = store.get_model_version(name, str(v2)).tags
@@ -72,9 +72,9 @@ def test_worse_model_on_the_same_test_set_stays_out_and_says_why(store, name):
 
 def test_equal_or_better_model_on_the_same_test_set_takes_the_alias(store, name):
     v1, v2, v3 = _new_version(store, name), _new_version(store, name), _new_version(store, name)
-    tracking.promote(name, v1, F1, 0.8, True, FIVE)
-    assert tracking.promote(name, v2, F1, 0.8, True, FIVE)["promoted"]  # a tie goes to the newer
-    assert tracking.promote(name, v3, F1, 0.9, True, FIVE)["promoted"]
+    champions.promote(name, v1, F1, 0.8, True, FIVE)
+    assert champions.promote(name, v2, F1, 0.8, True, FIVE)["promoted"]  # a tie goes to the newer
+    assert champions.promote(name, v3, F1, 0.9, True, FIVE)["promoted"]
     assert _champion(store, name) == v3
 
 
@@ -82,26 +82,26 @@ def test_a_model_on_another_test_set_is_not_compared_by_number(store, name):
     """The README's case: a 5-class model scoring 0.721 on synthetic faces must not keep out the
     7-class model scoring 0.626 on FER that the user just trained in the workspace."""
     five, seven = _new_version(store, name), _new_version(store, name)
-    tracking.promote(name, five, F1, 0.721, True, FIVE)
-    decision = tracking.promote(name, seven, F1, 0.626, True, SEVEN)
+    champions.promote(name, five, F1, 0.721, True, FIVE)
+    decision = champions.promote(name, seven, F1, 0.626, True, SEVEN)
     assert decision["promoted"] and decision["rule"] == "task changed"
     assert "test set, classes/keypoints changed" in decision["reason"]
     assert _champion(store, name) == seven
     assert store.get_model_version(name, str(seven)).tags["champion_decision"].startswith("promoted (task changed)")
     # From now on the 7-class task is compared like for like: a worse 7-class model stays out.
     worse = _new_version(store, name)
-    assert not tracking.promote(name, worse, F1, 0.60, True, SEVEN)["promoted"]
+    assert not champions.promote(name, worse, F1, 0.60, True, SEVEN)["promoted"]
     assert _champion(store, name) == seven
 
 
 def test_a_queued_experiment_cannot_switch_the_task_but_may_promote_within_it(store, name):
     five, seven, better_five = _new_version(store, name), _new_version(store, name), _new_version(store, name)
-    tracking.promote(name, five, F1, 0.70, True, FIVE)
-    decision = tracking.promote(name, seven, F1, 0.95, True, SEVEN, queued=True)
+    champions.promote(name, five, F1, 0.70, True, FIVE)
+    decision = champions.promote(name, seven, F1, 0.95, True, SEVEN, queued=True)
     assert not decision["promoted"] and decision["rule"] == "queued experiment"
     assert "dvc exp apply" in decision["reason"]
     assert _champion(store, name) == five
-    assert tracking.promote(name, better_five, F1, 0.75, True, FIVE, queued=True)["promoted"]
+    assert champions.promote(name, better_five, F1, 0.75, True, FIVE, queued=True)["promoted"]
     assert _champion(store, name) == better_five
 
 
@@ -114,16 +114,16 @@ def test_choose_champion_is_a_pure_function_of_the_tags():
         4: {"facelab.fingerprint": "other", f"test.{F1}": "0.99"},  # another task: not a candidate
         5: {"facelab.fingerprint": fp, f"test.{F1}": "nan"},
     }  # no usable figure
-    assert tracking.choose_champion(versions, fp, F1, higher_is_better=True) == 3
-    assert tracking.choose_champion(versions, fp, F1, higher_is_better=False) == 1
-    assert tracking.choose_champion(versions, "nothing", F1, True) is None
+    assert champions.choose_champion(versions, fp, F1, higher_is_better=True) == 3
+    assert champions.choose_champion(versions, fp, F1, higher_is_better=False) == 1
+    assert champions.choose_champion(versions, "nothing", F1, True) is None
 
 
 def test_two_racing_promotions_end_with_the_better_one(store, name):
     """Two threads promote at the same moment, each against the same old champion: whatever the
     interleaving, the better of the two ends as champion and the worse never stays."""
     old = _new_version(store, name)
-    tracking.promote(name, old, F1, 0.5, True, FIVE)
+    champions.promote(name, old, F1, 0.5, True, FIVE)
     for round_ in range(4):
         better, worse = _new_version(store, name), _new_version(store, name)
         value = 0.6 + round_ / 10
@@ -133,7 +133,7 @@ def test_two_racing_promotions_end_with_the_better_one(store, name):
         def promote(version, figure, barrier=barrier, errors=errors):
             try:
                 barrier.wait()
-                tracking.promote(name, version, F1, figure, True, FIVE)
+                champions.promote(name, version, F1, figure, True, FIVE)
             except Exception as exc:  # reported below, in the test's thread
                 errors.append(exc)
 

@@ -2,7 +2,7 @@
 
 from importlib.metadata import packages_distributions, version
 
-from facelab import analyzer_model, tracking
+from facelab import serving, tracking
 
 TENSORFLOW_BUILDS = ("tensorflow", "tensorflow-cpu")
 
@@ -16,7 +16,7 @@ def test_models_pin_the_one_tensorflow_build_installed():
     assert len(installed) == 1, f"more than one TensorFlow distribution installed: {installed}"
     expected = [f"{installed[0]}=={version(installed[0])}"]
     assert _tensorflow_pins(tracking.pinned_requirements(tracking.KERAS_REQUIREMENTS)) == expected
-    assert _tensorflow_pins(tracking.pinned_requirements(analyzer_model.REQUIREMENTS)) == expected
+    assert _tensorflow_pins(tracking.pinned_requirements(serving.REQUIREMENTS)) == expected
 
 
 def test_other_packages_are_pinned_by_their_own_name():

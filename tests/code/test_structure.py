@@ -1,7 +1,8 @@
 """The code's shape and the pipeline's declared inputs, checked from the source itself.
 
-* No import cycle among ``src/facelab`` modules (imports inside functions count too), and the
-  stage modules are leaves: no facelab module imports one.
+* No import cycle among ``src/facelab`` modules, subpackages included (imports inside functions
+  count too), and the stage modules (``src/facelab/pipeline/``) are leaves: no facelab module
+  imports one, nor the ``facelab.pipeline`` package.
 * Every stage's ``dvc.yaml`` deps are exactly its script, the facelab modules it imports
   (transitively, from ``stages/<stage>.py``), and its data files as declared in
   ``facelab.artifacts.STAGE_INPUTS``: edit any file a stage reads and ``dvc status`` names it.
@@ -20,12 +21,14 @@ from facelab.artifacts import STAGE_INPUTS
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src" / "facelab"
-STAGE_MODULES = {"facelab.prepare", "facelab.augment", "facelab.train", "facelab.evaluate", "facelab.combine"}
+STAGE_PACKAGE = "facelab.pipeline"
+STAGE_MODULES = {f"{STAGE_PACKAGE}.{name}" for name in ("prepare", "augment", "train", "evaluate", "combine")}
 IMPORTERS = {"__import__", "import_module"}
 
 
 def module_file(module: str) -> Path | None:
-    """src/facelab/x.py for facelab.x (the package's __init__.py for facelab), None if not a facelab module."""
+    """src/facelab/x.py for facelab.x, src/facelab/p/x.py for facelab.p.x (a package's __init__.py for
+    facelab or facelab.p), None if not a facelab module."""
     parts = module.split(".")
     if parts[0] != "facelab":
         return None
@@ -56,8 +59,9 @@ def imported_modules(path: Path) -> set[str]:
             names = [node.args[0].value]
         for name in names:
             if module_file(name) is not None:
-                found.add(name)
-                found.add("facelab")  # importing facelab.x runs facelab/__init__.py first
+                # importing facelab.p.x runs facelab/__init__.py and facelab/p/__init__.py first
+                parts = name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return found
 
 
@@ -68,7 +72,7 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {module_name(path): imported_modules(path) - {module_name(path)} for path in PACKAGE.glob("*.py")}
+    return {module_name(path): imported_modules(path) - {module_name(path)} for path in PACKAGE.rglob("*.py")}
 
 
 def closure(start: set[str], graph: dict[str, set[str]]) -> set[str]:
@@ -114,12 +118,14 @@ def test_no_import_cycle_in_facelab():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def test_the_stage_package_holds_the_stage_modules():
+    stage_package = module_file(STAGE_PACKAGE).parent
+    assert {module_name(path) for path in stage_package.glob("*.py") if path.name != "__init__.py"} == STAGE_MODULES
+
+
 def test_stage_modules_are_leaves():
-    importers = {
-        module: sorted(imported & STAGE_MODULES)
-        for module, imported in import_graph().items()
-        if imported & STAGE_MODULES
-    }
+    stages = STAGE_MODULES | {STAGE_PACKAGE}
+    importers = {module: sorted(imported & stages) for module, imported in import_graph().items() if imported & stages}
     assert not importers, f"modules importing a stage module (move the shared piece out): {importers}"
 
 

@@ -61,7 +61,7 @@ def _photo(path: Path) -> Path:
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     """A SQLite MLflow store in tmp_path with tiny champion models and the analyser built from them."""
-    from facelab import analyzer_model, tracking, tta
+    from facelab import champions, serving, tracking, tta
     from facelab.model import build_emotion_model, build_keypoint_model
 
     monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
@@ -80,25 +80,25 @@ def registry(tmp_path, monkeypatch):
             np.zeros((1, 48, 48, 1), np.float32),
             tags={"classes": ",".join(CLASSES)},
         )
-        tracking.promote(
+        champions.promote(
             KEYPOINTS,
             keypoints["version"],
             "keypoints.rmse_px",
             3.0,
             False,
-            tracking.task_tags("kp-test", "15 keypoints", "96x96"),
+            champions.task_tags("kp-test", "15 keypoints", "96x96"),
         )
-        tracking.promote(
+        champions.promote(
             EMOTION,
             emotion["version"],
             "emotion.f1_weighted",
             0.5,
             True,
-            tracking.task_tags("em-test", ",".join(CLASSES), "48x48"),
+            champions.task_tags("em-test", ",".join(CLASSES), "48x48"),
         )
     with tracking.stage_run("combine", {}, "facelab-serve-test"):
-        champions = analyzer_model.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "champions")
-        info = analyzer_model.log_and_register_analyzer(champions, ANALYZER)
+        fetched = serving.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "champions")
+        info = serving.log_and_register_analyzer(fetched, ANALYZER)
     assert (info["version"], info["keypoints_version"], info["emotion_version"]) == (1, 1, 1)
     from mlflow import MlflowClient
 
@@ -141,7 +141,7 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
-    from facelab import analyzer_model, predict
+    from facelab import predict, serving
     from facelab.analyzer import FaceAnalyzer
 
     photo = _photo(tmp_path / "two-faces.jpg")
@@ -195,7 +195,7 @@ def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
     assert named["predictions"][0]["photo"] == "two-faces.jpg"
     assert named["predictions"][0]["faces"] == served["faces"]
 
-    analyzer = FaceAnalyzer.from_champions(analyzer_model.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "local"))
+    analyzer = FaceAnalyzer.from_champions(serving.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "local"))
     [local] = predict.analyse_photos([photo], analyzer, tmp_path / "out")
     assert (served["width"], served["height"]) == (local["width"], local["height"]) == (720, 480)
     assert len(served["faces"]) == len(local["faces"]) == 2

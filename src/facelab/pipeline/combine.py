@@ -20,11 +20,11 @@ import numpy as np
 
 from facelab import artifacts, tracking, viz
 from facelab.analyzer import FaceAnalyzer
-from facelab.analyzer_model import fetch_versions, log_and_register_analyzer
 from facelab.atomic import write_json
 from facelab.config import REPORTS_DIR
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_NAMES
+from facelab.serving import fetch_versions, log_and_register_analyzer
 
 STAGE = "combine"
 

@@ -19,6 +19,10 @@ Answer: ``{"predictions": [record, ...]}``, one record per row, exactly as ``fac
 writes them (``facelab.predict``: box, keypoints in photo pixels, emotion, probabilities); a row
 that is not a readable image gets ``{"photo", "error"}``.
 
+MLflow pickles the ``FaceAnalyzerModel`` instance with a reference to its class by module path
+(``facelab.serving.FaceAnalyzerModel``), resolved when loading in the package copy logged with the
+model, or, in a process that has already imported facelab, in that facelab.
+
 This module and ``facelab.tracking`` are the only ones that import MLflow.
 """
 
@@ -95,11 +99,6 @@ def _image_bytes(value) -> bytes:
         return base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
         return b"\x00not base64"  # reported as "not an image file"
-
-
-def encode_image(path: str | Path) -> str:
-    """An image file as the base64 text the served model takes."""
-    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def _example_image() -> str:

@@ -9,7 +9,7 @@ test-time averaging is inside the saved models).
 
 In MLflow it logs the test sets as datasets, finds the registered version of each
 ``models/*.keras`` by the file's md5, tags it with its test metric and what it was measured on,
-and applies the champion rules (``tracking.promote``). The versions holding ``champion``
+and applies the champion rules (``champions.promote``). The versions holding ``champion``
 afterwards are written to ``models/champions.json``: the file ``combine`` depends on, so that
 moving ``champion`` makes ``combine`` stale.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from facelab import artifacts, inference, tracking, viz
+from facelab import artifacts, champions, inference, tracking, viz
 from facelab.atomic import atomic_path, write_json
 from facelab.config import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, in_queued_experiment
 from facelab.errors import FacelabError
@@ -46,11 +46,11 @@ METRIC_DIRECTIONS = {
 
 
 def test_set_tags(task: str, test: dict[str, np.ndarray], model) -> dict[str, str]:
-    """What a test figure of ``task`` is measured on (``tracking.task_tags``): test arrays, labels, input size."""
+    """What a test figure of ``task`` is measured on (``champions.task_tags``): test arrays, labels, input size."""
     targets = test["keypoints"] if task == "keypoints" else test["labels"]
     labels = ",".join(KEYPOINT_NAMES) if task == "keypoints" else ",".join(str(c) for c in test["classes"])
     size = inference.input_size(model)
-    return tracking.task_tags(
+    return champions.task_tags(
         artifacts.arrays_digest(test["images"], targets)[: tracking.FINGERPRINT_CHARS], labels, f"{size}x{size}"
     )
 
@@ -147,7 +147,7 @@ def run(params: dict) -> dict:
         )
         tracking.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder=STAGE)
 
-        decisions, champions = [], {}
+        decisions, chosen = [], {}
         queued = in_queued_experiment()
         for task, model, test, metric in (
             ("keypoints", kp_model, kp_test, cfg["champion_metric_keypoints"]),
@@ -162,14 +162,14 @@ def run(params: dict) -> dict:
                 targets,
                 "test",
                 str(files[f"{task}_test"]),
-                task_tags[tracking.TEST_SET_TAG],
+                task_tags[champions.TEST_SET_TAG],
             )
             found = registered_version(name, files[f"{task}_model"])
             # the test figures on the model's training run too, so one run holds what the results table needs
             if found.run_id:
                 tracking.log_run_metrics(found.run_id, test_figures(task, metrics[task]))
                 tracking.set_tags({f"facelab.{task}_training_run": found.run_id})
-            decision = tracking.promote(
+            decision = champions.promote(
                 name,
                 int(found.version),
                 metric,
@@ -179,9 +179,9 @@ def run(params: dict) -> dict:
                 queued=queued,
             )
             decisions.append(decision)
-            champions[task] = {"name": name, "version": decision["champion"]}
+            chosen[task] = {"name": name, "version": decision["champion"]}
         write_json(reports / "champion.json", decisions)
-        write_json(artifacts.CHAMPIONS_FILE, champions)
+        write_json(artifacts.CHAMPIONS_FILE, chosen)
         for decision in decisions:
             verb = "is now" if decision["promoted"] else "stays out of"
             print(

@@ -10,13 +10,20 @@ the model in MLflow (alias ``candidate``, tag ``facelab.model_md5`` = the file's
 Under several devices or workers (``facelab.devices``) the model is built and compiled in the strategy's
 scope, a step takes ``batch_size`` faces on every replica with the learning rate scaled to match, and
 only the chief writes files, MLflow runs and registry versions.
+
+Both stages share their set-up (``_training_stage``: strategy, seed, splits, the MLflow run with its
+parameters and data sets, precision) and their training (``_train`` runs a ``TrainingJob``); each
+keeps what differs: its model, targets, loss and summary figures.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -31,6 +38,10 @@ from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_IMAGE_SIZE
 from facelab.metrics import emotion_scores, keypoint_rmse
 from facelab.model import build_emotion_model, build_keypoint_model
+from facelab.model_files import save_model
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 # train_<task> options that work on one device only (their custom steps and weight copies are not
 # distributed): option -> what it is, for the error under several replicas
@@ -42,11 +53,6 @@ DATA_TAG = "facelab.data"
 def data_label(section: dict) -> str:
     """``data.<task>`` as a label: "synthetic", or the file (or folder) name the faces came from."""
     return "synthetic" if section["source"] == "synthetic" else Path(section["path"]).name
-
-
-def save_model(model: keras.Model, path: Path) -> None:
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
 
 
 def _write_history(history: dict, path: Path) -> pd.DataFrame:
@@ -103,25 +109,113 @@ def _datasets(
     return devices.shard_by_data(train_ds, strategy), devices.shard_by_data(val_ds, strategy)
 
 
-def _train(
-    stage: str,
-    params: dict,
-    strategy,
-    model: keras.Model,
-    loss,
-    metrics: list,
-    train_ds,
-    val_ds,
-    train_images: np.ndarray,
-    policy: str,
-    model_path: Path,
-    registered_name: str,
-    input_example: np.ndarray,
-    description: str,
-    tags: dict | None = None,
-) -> tuple[keras.Model, dict, pd.DataFrame | None]:
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training to run (``_train``): the model and what it learns from, and where the result goes."""
+
+    stage: str  # train_keypoints or train_emotion
+    model: keras.Model  # built (in the strategy's scope), not compiled
+    loss: Any  # a Keras loss (function or object)
+    metrics: list
+    train_ds: tf.data.Dataset
+    val_ds: tf.data.Dataset
+    train_images: np.ndarray  # the training faces (batch-norm statistics are recomputed on them)
+    policy: str  # the precision policy in force (``devices.set_precision``)
+    model_path: Path  # models/<task>.keras
+    registered_name: str  # the registered model's name (params' tracking.<task>_model)
+    input_example: np.ndarray  # two validation faces: the logged model's signature
+    description: str  # the registered version's description (the test-time averaging is added)
+    tags: dict | None = None  # the registered version's tags
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What both training stages start from (``_training_stage``): devices, data, precision."""
+
+    stage: str
+    params: dict
+    strategy: tf.distribute.Strategy
+    chief: bool  # the one process that writes files, MLflow runs and registry versions
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    policy: str
+    example: np.ndarray
+
+    @property
+    def cfg(self) -> dict:
+        return self.params[self.stage]
+
+    def datasets(self, targets: tuple[np.ndarray, np.ndarray], **train_options):
+        """(train, val) datasets of the two splits' images with ``targets`` (``_datasets``)."""
+        images = (self.train["images"], self.val["images"])
+        return _datasets(self.strategy, images, targets, self.cfg["batch_size"], self.params["seed"], **train_options)
+
+    def job(
+        self,
+        model: keras.Model,
+        loss,
+        metrics: list,
+        datasets: tuple,
+        model_path: Path,
+        description: str,
+        tags: dict | None = None,
+    ) -> TrainingJob:
+        """This stage's ``TrainingJob``: the given parts, with the set-up's faces, policy and input example,
+        registered under the name params' ``tracking.<task>_model`` gives."""
+        task = self.stage.split("_", 1)[1]
+        train_ds, val_ds = datasets
+        return TrainingJob(
+            stage=self.stage,
+            model=model,
+            loss=loss,
+            metrics=metrics,
+            train_ds=train_ds,
+            val_ds=val_ds,
+            train_images=self.train["images"],
+            policy=self.policy,
+            model_path=model_path,
+            registered_name=self.params["tracking"][f"{task}_model"],
+            input_example=self.example,
+            description=description,
+            tags=tags,
+        )
+
+    def finish(self, summary: dict) -> dict:
+        """Write ``metrics/<stage>.json`` and log its numbers as ``final.*`` MLflow metrics (chief only)."""
+        write_json(METRICS_DIR / f"{self.stage}.json", summary)
+        tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+        return summary
+
+
+@contextlib.contextmanager
+def _training_stage(stage: str, params: dict, logged_data: Callable[[dict, dict], dict]) -> Iterator[TrainingSetup]:
+    """The set-up both training stages share, in this order: the strategy (before any TensorFlow op),
+    the random seed (before anything random), the train and val splits, the MLflow run (chief only) with
+    the logged parameters (profile, seed, the stage's section, then ``logged_data(params, train split)``)
+    and the two splits as datasets, and the precision policy; the stage runs inside the MLflow run."""
+    task = stage.split("_", 1)[1]
+    seed = params["seed"]
+    strategy = devices.training_strategy()  # first: a multi-worker strategy must exist before any TF op
+    chief = devices.is_chief(strategy)
+    keras.utils.set_random_seed(seed)
+    files = artifacts.stage_files(stage)
+    train = artifacts.load_split(files[f"{task}_train"])
+    val = artifacts.load_split(files[f"{task}_val"])
+    logged = {"profile": params["profile"], "seed": seed, stage: params[stage], **logged_data(params, train)}
+    splits = {
+        f"{task}_train": (files[f"{task}_train"], train, "training"),
+        f"{task}_val": (files[f"{task}_val"], val, "validation"),
+    }
+    with _stage_run(stage, logged, params, chief, splits):
+        policy = devices.set_precision(params[stage]["precision"])
+        example = val["images"][:2, :, :, None].astype(np.float32)
+        yield TrainingSetup(stage, params, strategy, chief, train, val, policy, example)
+
+
+def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict, pd.DataFrame | None]:
     """Compile, fit and save; returns (on the chief) the saved model with its test-time averaging, the summary
     for ``metrics/<stage>.json`` and the per-epoch history; (the trained network, {}, None) on other workers."""
+    stage = job.stage
     cfg = params[stage]
     if strategy.num_replicas_in_sync > 1:
         for option, what in SINGLE_DEVICE_OPTIONS.items():
@@ -131,13 +225,13 @@ def _train(
                     "set it to 0"
                 )
     chief = devices.is_chief(strategy)
-    n_train = len(train_images)
+    n_train = len(job.train_images)
     batch = devices.global_batch_size(cfg["batch_size"], strategy)
     per_epoch = training.images_per_epoch(n_train, batch)
     steps_per_epoch = max(1, per_epoch // batch)
     lr = devices.scaled_learning_rate(cfg["lr"], strategy)
     with strategy.scope():
-        model.compile(
+        job.model.compile(
             optimizer=training.make_optimizer(
                 lr,
                 cfg["lr_schedule"],
@@ -146,8 +240,8 @@ def _train(
                 cfg["optimizer"],
                 cfg["weight_decay_on"],
             ),
-            loss=loss,
-            metrics=metrics,
+            loss=job.loss,
+            metrics=job.metrics,
         )
     if chief:
         tracking.log_params({"devices": {**devices.describe(strategy), "global_batch_size": batch, "lr": lr}})
@@ -161,9 +255,9 @@ def _train(
     started = time.perf_counter()
     try:
         best, history, progress = training.fit(
-            model,
-            train_ds,
-            val_ds,
+            job.model,
+            job.train_ds,
+            job.val_ds,
             epochs=cfg["epochs"],
             steps_per_epoch=steps_per_epoch,
             images_per_epoch=per_epoch,
@@ -183,16 +277,16 @@ def _train(
         return best, {}, None
     seconds = time.perf_counter() - started
     if cfg["recompute_batchnorm"]:
-        best = training.recompute_batchnorm(best, train_images, cfg["batch_size"], params["seed"])
+        best = training.recompute_batchnorm(best, job.train_images, cfg["batch_size"], params["seed"])
     served = tta.wrap(best, stage.split("_", 1)[1], **cfg["tta"])
-    save_model(served, model_path)
+    save_model(served, job.model_path)
     frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
     best_row = frame.loc[frame["val_loss"].idxmin()]
     summary = {
         "best_epoch": int(best_row["epoch"]),
         "epochs_run": int(len(frame)),
         "best_val_loss": float(best_row["val_loss"]),
-        "precision": policy,
+        "precision": job.policy,
     }
     # Timings differ on every run: MLflow only, never the git-tracked metrics.
     tracking.log_metrics(
@@ -203,35 +297,27 @@ def _train(
     )
     averaged = f"; test-time averaging: flip {cfg['tta']['flip']}, shift {cfg['tta']['shift_px']} px"
     tracking.log_and_register_keras(
-        served, registered_name, input_example, description + averaged, tags, model_md5=artifacts.file_md5(model_path)
+        served,
+        job.registered_name,
+        job.input_example,
+        job.description + averaged,
+        job.tags,
+        model_md5=artifacts.file_md5(job.model_path),
     )
     tracking.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
     training.finish_run(folder)
     return served, summary, frame
 
 
+def _keypoint_data(params: dict, train: dict) -> dict:
+    """What train_keypoints logs beside its own section: the missing-keypoint policy its faces went through."""
+    return {"data.keypoints.missing": params["data"]["keypoints"]["missing"]}
+
+
 def run_keypoints(params: dict) -> dict:
-    cfg = params["train_keypoints"]
-    seed = params["seed"]
-    strategy = devices.training_strategy()  # first: a multi-worker strategy must exist before any TF op
-    chief = devices.is_chief(strategy)
-    keras.utils.set_random_seed(seed)
-    files = artifacts.stage_files("train_keypoints")
-    train = artifacts.load_split(files["keypoints_train"])
-    val = artifacts.load_split(files["keypoints_val"])
-    logged = {
-        "profile": params["profile"],
-        "seed": seed,
-        "train_keypoints": cfg,
-        "data.keypoints.missing": params["data"]["keypoints"]["missing"],
-    }
-    splits = {
-        "keypoints_train": (files["keypoints_train"], train, "training"),
-        "keypoints_val": (files["keypoints_val"], val, "validation"),
-    }
-    with _stage_run("train_keypoints", logged, params, chief, splits):
-        policy = devices.set_precision(cfg["precision"])
-        with strategy.scope():
+    with _training_stage("train_keypoints", params, _keypoint_data) as setup:
+        cfg, train, val = setup.cfg, setup.train, setup.val
+        with setup.strategy.scope():
             model = build_keypoint_model(
                 KEYPOINT_IMAGE_SIZE,
                 width=cfg["width"],
@@ -240,35 +326,22 @@ def run_keypoints(params: dict) -> dict:
                 head=cfg["head"],
                 zero_init=cfg["zero_init_residual"],
             )
-        train_ds, val_ds = _datasets(
-            strategy, (train["images"], val["images"]), (train["keypoints"], val["keypoints"]), cfg["batch_size"], seed
-        )
-        example = val["images"][:2, :, :, None].astype(np.float32)
-        served, summary, frame = _train(
-            "train_keypoints",
-            params,
-            strategy,
+        job = setup.job(
             model,
             training.KEYPOINT_LOSSES[cfg["loss"]],
             [training.masked_mse],
-            train_ds,
-            val_ds,
-            train["images"],
-            policy,
+            setup.datasets((train["keypoints"], val["keypoints"])),
             KEYPOINT_MODEL,
-            params["tracking"]["keypoints_model"],
-            example,
             "ResNet-18 facial keypoints: 96x96 grayscale (0-255) -> 30 pixel coordinates",
         )
-        if not chief:
+        served, summary, frame = _train(job, params, setup.strategy)
+        if not setup.chief:
             return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_rmse_px"] = float(np.sqrt(best_row["val_masked_mse"]))
         # as evaluate scores it: what ideas are ranked on (the line above is the network alone, as Keras saw it)
         summary["served_val_rmse_px"] = keypoint_rmse(val["keypoints"], inference.predict(served, val["images"]))
-        write_json(METRICS_DIR / "train_keypoints.json", summary)
-        tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if not isinstance(v, str)})
-    return summary
+        return setup.finish(summary)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
@@ -282,32 +355,21 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray
     return (weights / np.average(weights, weights=counts)).astype(np.float32)
 
 
-def run_emotion(params: dict) -> dict:
-    cfg = params["train_emotion"]
-    seed = params["seed"]
-    strategy = devices.training_strategy()  # first: a multi-worker strategy must exist before any TF op
-    chief = devices.is_chief(strategy)
-    keras.utils.set_random_seed(seed)
-    files = artifacts.stage_files("train_emotion")
-    train = artifacts.load_split(files["emotion_train"])
-    val = artifacts.load_split(files["emotion_val"])
-    classes = [str(c) for c in train["classes"]]
-    num_classes = len(classes)
-    logged = {
-        "profile": params["profile"],
-        "seed": seed,
-        "train_emotion": cfg,
+def _emotion_data(params: dict, train: dict) -> dict:
+    """What train_emotion logs beside its own section: the augmentation it trains with and the class list."""
+    return {
         "augment.emotion": params["augment"]["emotion"],
-        "data.emotion.classes": ",".join(classes),
+        "data.emotion.classes": ",".join(str(c) for c in train["classes"]),
     }
-    splits = {
-        "emotion_train": (files["emotion_train"], train, "training"),
-        "emotion_val": (files["emotion_val"], val, "validation"),
-    }
-    with _stage_run("train_emotion", logged, params, chief, splits):
-        policy = devices.set_precision(cfg["precision"])
+
+
+def run_emotion(params: dict) -> dict:
+    with _training_stage("train_emotion", params, _emotion_data) as setup:
+        cfg, train, val, seed = setup.cfg, setup.train, setup.val, params["seed"]
+        classes = [str(c) for c in train["classes"]]
+        num_classes = len(classes)
         input_size = int(train["images"].shape[1])
-        with strategy.scope():
+        with setup.strategy.scope():
             model = build_emotion_model(
                 num_classes,
                 input_size=input_size,
@@ -321,38 +383,23 @@ def run_emotion(params: dict) -> dict:
             )
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
-        augmenter = emotion_augmenter(seed=seed, **params["augment"]["emotion"])
-        mixer = emotion_mixer(cfg["mixup"], seed)
-        train_ds, val_ds = _datasets(
-            strategy,
-            (train["images"], val["images"]),
+        datasets = setup.datasets(
             (one_hot[train["labels"]], one_hot[val["labels"]]),
-            cfg["batch_size"],
-            seed,
-            augmenter=augmenter,
-            mixer=mixer,
+            augmenter=emotion_augmenter(seed=seed, **params["augment"]["emotion"]),
+            mixer=emotion_mixer(cfg["mixup"], seed),
             sample_weights=weights[train["labels"]],
         )
-        example = val["images"][:2, :, :, None].astype(np.float32)
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"])
-        served, summary, frame = _train(
-            "train_emotion",
-            params,
-            strategy,
+        job = setup.job(
             model,
-            loss,
+            keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
             ["accuracy"],
-            train_ds,
-            val_ds,
-            train["images"],
-            policy,
+            datasets,
             EMOTION_MODEL,
-            params["tracking"]["emotion_model"],
-            example,
             f"ResNet-18 emotion: {input_size}x{input_size} grayscale (0-255) -> probabilities of {', '.join(classes)}",
             tags={"classes": ",".join(classes)},
         )
-        if not chief:
+        served, summary, frame = _train(job, params, setup.strategy)
+        if not setup.chief:
             return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_accuracy"] = float(best_row.get("val_accuracy", np.nan))
@@ -361,6 +408,4 @@ def run_emotion(params: dict) -> dict:
         summary["served_val_accuracy"] = scores["accuracy"]
         summary["served_val_f1_weighted"] = scores["f1_weighted"]
         summary["classes"] = classes
-        write_json(METRICS_DIR / "train_emotion.json", summary)
-        tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
-    return summary
+        return setup.finish(summary)
