@@ -1,4 +1,4 @@
-"""facelab's command line: ``facelab stage|check-params|params|metrics-gate|results|predict``.
+"""facelab's command line: ``facelab stage|check-params|params|metrics-gate|results|workers-config|predict``.
 
 Every command runs through ``facelab.runner.guarded``: errors a user can fix (``FacelabError``)
 print as one line, ``facelab: error: ...``, and exit with status 1; ``--debug`` (or
@@ -15,6 +15,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from facelab import cluster
 from facelab.config import load_params
 from facelab.runner import EXIT_ERROR, guarded
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="also write the Markdown report to FILE")
     p.add_argument("--strict", action="store_true", help="exit 2 when the baseline has no metrics")
     p.set_defaults(handler=lambda a: __import__("facelab.gate").gate.run(a.baseline, a.params, a.out, a.strict))
+    p = sub.add_parser("workers-config", help="TF_CONFIG of one worker of a multi-worker training (docs/devices.md)")
+    cluster.add_arguments(p)
+    p.set_defaults(handler=lambda a: print(cluster.render(a.hosts, a.index, a.export)))
     p = sub.add_parser(
         "results", help="the results table (Markdown) and accuracy-vs-minutes picture from the MLflow store"
     )

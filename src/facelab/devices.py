@@ -11,6 +11,10 @@
 * Chief: in a multi-worker run only the chief (task ``chief``, or ``worker`` 0 when the cluster has no
   chief) writes anything that outlives the run (models, metrics, plots, MLflow runs and registry versions,
   progress lines); the other workers train in step and keep their resumable state in a temporary folder.
+* Several workers: every worker must join within ``FACELAB_WORKER_TIMEOUT`` seconds (``multi_worker_strategy``:
+  else one line naming the missing ones), and ``training.fit`` trains with a loop of its own under
+  ``strategy.run``, the model built beforehand (``build_before_fit``): Keras 3.15's ``Model.fit`` fails under
+  ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585, tensorflow/tensorflow#72388).
 * Precision: ``auto`` is ``mixed_float16`` on a GPU (Keras wraps the optimizer in a ``LossScaleOptimizer``),
   ``mixed_bfloat16`` on a CPU with bf16 instructions, else ``float32``.
 """
@@ -19,14 +23,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from facelab.errors import FacelabError
+
 CPU_DEVICES_ENV = "FACELAB_CPU_DEVICES"  # e.g. 2: a MirroredStrategy over two logical CPU devices
+# How long every worker of a TF_CONFIG cluster waits for the others to join (TensorFlow's own default: one hour),
+# and, at its end, for the others to finish (the chief saves and registers the model after training)
+WORKER_TIMEOUT_ENV, DEFAULT_WORKER_TIMEOUT_S = "FACELAB_WORKER_TIMEOUT", 600
+# A worker whose coordination heartbeats stop this long is taken as failed. TensorFlow's default, 10 s, failed one
+# of three two-worker runs on a 2-core machine at load average 7 ("heartbeat timeout" on both tasks before the
+# first step). A worker that dies is noticed sooner, by its closed connections.
+HEARTBEAT_TIMEOUT_S = 60
 
 
 # --- precision ------------------------------------------------------------------------------
@@ -85,7 +101,7 @@ def training_strategy() -> tf.distribute.Strategy:
     """The strategy a training stage runs under (see the module docstring). Call it first, before any
     TensorFlow op: MultiWorkerMirroredStrategy and logical devices must be set up before the runtime starts."""
     if cluster_config():
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return multi_worker_strategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
@@ -93,6 +109,117 @@ def training_strategy() -> tf.distribute.Strategy:
     if not gpus and cpus > 1:
         return tf.distribute.MirroredStrategy(devices=_split_cpu(cpus))
     return tf.distribute.get_strategy()
+
+
+def worker_timeout() -> int:
+    """Seconds every worker waits for the whole cluster to join: ``FACELAB_WORKER_TIMEOUT``, else 600."""
+    value = os.environ.get(WORKER_TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_WORKER_TIMEOUT_S
+    if not value.isdigit() or int(value) < 1:
+        raise FacelabError(f"{WORKER_TIMEOUT_ENV}={value!r}: a whole number of seconds (1 or more) expected")
+    return int(value)
+
+
+def _coordination_leader(cluster: dict) -> tuple[str, int]:
+    """The task TensorFlow's coordination service runs on (its rule): chief 0, else worker 0."""
+    return ("chief", 0) if "chief" in cluster else ("worker", 0)
+
+
+def _join_within(cluster: dict, seconds: int) -> None:
+    """Set up TensorFlow's coordination service as ``MultiWorkerMirroredStrategy`` would, but with every task
+    registering through a barrier that times out after ``seconds`` (the leader included: without the barrier
+    it waits for a missing worker for TensorFlow's default hour), waiting at its exit (up to ``seconds``) for the
+    others to exit too (without it a worker that ends first is reported as failed by the chief, which is still
+    saving), and the heartbeat time-out ``HEARTBEAT_TIMEOUT_S``. TensorFlow has no public API for this: these
+    are the calls the strategy itself makes (``collective_all_reduce_strategy.py``, TensorFlow 2.21); the
+    strategy leaves a service configured beforehand as it is."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    leader_job, leader_task = _coordination_leader(cluster)
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+        for job in ("chief", "worker")
+        if job in cluster
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{leader_job}/replica:0/task:{leader_task}",
+        coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=seconds * 1000,
+        heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000,
+        shutdown_barrier_timeout_in_ms=seconds * 1000,
+    )
+    context.context()._coordination_service_config.cluster_register_with_barrier = True
+
+
+def _missing_workers(message: str, cluster: dict, me: tuple[str, int]) -> str:
+    """'worker 1 (host:port), ...': the tasks TensorFlow's barrier time-out names ("Some timed out task names:",
+    one a line up to a blank line), this one left out; '' when the message names none."""
+    _, found, rest = message.partition("timed out task names:")
+    named = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", rest.strip().split("\n\n", 1)[0]) if found else []
+    missing = dict.fromkeys((job, int(task)) for job, task in named if job in cluster and (job, int(task)) != me)
+    return ", ".join(f"{job} {task} ({cluster[job][task]})" for job, task in missing)
+
+
+def multi_worker_strategy() -> tf.distribute.Strategy:
+    """``MultiWorkerMirroredStrategy`` over TF_CONFIG's cluster, once every worker has joined; a worker that has
+    not joined within ``worker_timeout()`` seconds ends every other one with one line (a FacelabError)."""
+    config = cluster_config()
+    cluster, task = config["cluster"], config.get("task", {})
+    seconds = worker_timeout()
+    _join_within(cluster, seconds)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as error:
+        me = (task.get("type"), int(task.get("index", 0)))
+        leader_job, leader_task = _coordination_leader(cluster)
+        missing = _missing_workers(str(error), cluster, me)
+        if not missing:  # a task other than the leader: the leader never answered
+            missing = f"{leader_job} {leader_task} ({cluster[leader_job][leader_task]})"
+        raise FacelabError(
+            f"TF_CONFIG: {missing} did not join the cluster within {seconds} s ({WORKER_TIMEOUT_ENV}; this is "
+            f"{me[0]} {me[1]}): start the same training stage there with its own TF_CONFIG, and check that the "
+            "hosts reach each other on those ports"
+        ) from None
+    _interrupt_on_sigterm()
+    return strategy
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM as Ctrl-C again (facelab's runner ends with 130, a worker's temporary folder removed):
+    TensorFlow's coordination service installs a handler of its own that only logs "SIGTERM caught" (measured:
+    a worker kept running), for a preemption handler facelab does not use."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupted)
+
+
+def tell_the_cluster(what: str) -> None:
+    """Report to every worker that this one stops (``what``), so that they end now rather than when its
+    heartbeats time out (``HEARTBEAT_TIMEOUT_S``). Measured: a worker stopped by SIGTERM in epoch 2 ended the chief
+    78 s later without this report, 7 s with it (4.5 s when killed outright: its connections close). Best effort:
+    TensorFlow's internal call, nothing when there is no cluster."""
+    config = cluster_config() or {}
+    task = config.get("task", {})
+    try:
+        from tensorflow.python.eager import context
+
+        context.context().report_error_to_cluster(
+            tf.errors.CANCELLED, f"facelab: {task.get('type')} {task.get('index')} {what}"
+        )
+    except Exception:  # noqa: BLE001 - reporting is a courtesy; the stop itself goes on
+        pass
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True under ``MultiWorkerMirroredStrategy`` (TF_CONFIG names a cluster), where Keras's ``Model.fit`` fails
+    and ``training.fit`` trains with its own loop."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def is_chief_task(task_type: str | None, task_id: int | None, cluster: dict) -> bool:
@@ -154,6 +281,39 @@ def shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) ->
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+# --- several workers: what training.fit_replicated needs --------------------------------------
+
+
+def build_before_fit(model: keras.Model, batch, strategy: tf.distribute.Strategy) -> None:
+    """Build ``model``, its compiled loss and metrics and its optimizer in ``strategy``'s scope from ``batch``
+    (one plain, not distributed, ``(x, y[, sample_weight])``: arrays, tensors or a dataset's ``element_spec``;
+    only shapes and dtypes are read). This is the build Keras's ``fit`` does from its first distributed batch
+    (``_symbolic_build``, what ``Model.fit`` calls), without the cross-replica reduction of that batch that
+    fails under ``MultiWorkerMirroredStrategy``. Every variable is then created, mirrored, before training."""
+    with strategy.scope():
+        model._symbolic_build(data_batch=tuple(batch) + (None,) * (3 - len(tuple(batch))))
+    parts = {
+        "model": model.built,
+        "loss": getattr(getattr(model, "_compile_loss", None), "built", True),
+        "metrics": getattr(getattr(model, "_compile_metrics", None), "built", True),
+        "optimizer": model.optimizer is None or model.optimizer.built,
+    }
+    unbuilt = [name for name, built in parts.items() if not built]
+    if unbuilt:
+        raise RuntimeError(f"Keras did not build the {', '.join(unbuilt)} before training")
+
+
+def every_replica(value: int, strategy: tf.distribute.Strategy) -> list[int]:
+    """``value`` as every replica of the cluster has it (this process's replicas give this process's ``value``),
+    gathered across the workers: a collective, so every worker must call it at the same point."""
+
+    @tf.function
+    def gather():
+        return strategy.gather(strategy.run(lambda: tf.constant([value], tf.int64)), axis=0)
+
+    return [int(v) for v in gather().numpy()]
 
 
 # --- where a worker writes ------------------------------------------------------------------

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -24,8 +25,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from facelab import devices
 from facelab.atomic import atomic_path, write_json
 from facelab.config import CHECKPOINTS_DIR, workspace_root
+from facelab.errors import FacelabError
 from facelab.model import all_layers
 from facelab.sam import SharpnessAware
 
@@ -422,21 +425,110 @@ def fit(
         all_callbacks.append(SharpnessAware(sam_rho, epochs - sam_epochs if sam_epochs else 0))
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
-    model.fit(
-        train_ds.repeat(),
-        steps_per_epoch=steps_per_epoch,
-        validation_data=val_ds,
-        epochs=epochs,
-        verbose=0,
-        shuffle=False,
-        callbacks=all_callbacks,
-    )
+    if devices.is_multi_worker(model.distribute_strategy):
+        fit_replicated(model, train_ds, val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks)
+    else:
+        model.fit(
+            train_ds.repeat(),
+            steps_per_epoch=steps_per_epoch,
+            validation_data=val_ds,
+            epochs=epochs,
+            verbose=0,
+            shuffle=False,
+            callbacks=all_callbacks,
+        )
     best = model
     if best_path.exists():
         best = keras.Model.from_config(model.get_config())  # the same layers, uncompiled: no optimizer state
         best.load_weights(best_path)
     history = pd.read_csv(folder / "history.csv").drop_duplicates("epoch", keep="last")
     return best, {col: history[col].tolist() for col in history.columns}, progress
+
+
+def fit_replicated(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> None:
+    """What ``model.fit(train_ds.repeat(), steps_per_epoch=..., validation_data=val_ds, epochs=...)`` does, under
+    ``MultiWorkerMirroredStrategy``, where Keras 3.15's ``fit`` fails (keras-team/keras#20585,
+    tensorflow/tensorflow#72388): it reduces its first distributed batch across the workers to build the model
+    ("Attempt to convert a value (PerReplica...) to a Tensor"), and, past that, each step's scalar metrics with
+    ``axis=0`` ("Invalid reduction dimension 0 for input with 0 dimensions").
+
+    Here the model, its compiled loss and metrics and its optimizer are built first from the dataset's element
+    spec (``devices.build_before_fit``); each step runs Keras's own ``train_step`` (``test_step`` for validation)
+    under ``strategy.run``, so losses, gradients (summed across the replicas by the optimizer) and metrics are
+    Keras's; an epoch's logs are the metrics read across the workers. The callbacks see what ``fit`` gives
+    them: train begin (where a backup restores the epoch to resume from, ``model._initial_epoch``), epoch and
+    batch begin/end, test begin/end around validation, ``val_``-prefixed logs, ``model.stop_training``.
+    """
+    strategy = model.distribute_strategy
+    devices.build_before_fit(model, train_ds.element_spec, strategy)
+    train_batches = iter(strategy.experimental_distribute_dataset(train_ds.repeat()))
+    val_batches = strategy.experimental_distribute_dataset(val_ds)
+
+    @tf.function
+    def train_step(iterator):
+        strategy.run(model.train_step, args=(next(iterator),))
+
+    @tf.function(reduce_retracing=True)
+    def test_step(batch):
+        strategy.run(model.test_step, args=(batch,))
+
+    def results() -> dict:
+        return {name: float(value) for name, value in model.get_metrics_result().items()}
+
+    listed = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs, steps=steps_per_epoch)
+    model.stop_training = False
+    listed.on_train_begin()
+    first = getattr(model, "_initial_epoch", None) or 0
+    starts = sorted(set(devices.every_replica(first, strategy)))
+    if len(starts) > 1:
+        raise FacelabError(
+            f"the workers resume from different epochs ({', '.join(map(str, starts))}): every worker must see the "
+            f"chief's checkpoint folder ({CHECKPOINTS_DIR}, a shared file system), or set resume: false"
+        )
+    logs: dict = {}
+    for epoch in range(first, epochs):
+        try:
+            model.reset_metrics()
+            listed.on_epoch_begin(epoch)
+            for step in range(steps_per_epoch):
+                listed.on_train_batch_begin(step)
+                train_step(train_batches)
+                listed.on_train_batch_end(step)
+                if model.stop_training:
+                    break
+            logs = results()
+            model.reset_metrics()
+            listed.on_test_begin()
+            for step, batch in enumerate(val_batches):
+                listed.on_test_batch_begin(step)
+                test_step(batch)
+                listed.on_test_batch_end(step)
+            val_logs = results()
+        except KeyboardInterrupt:
+            devices.tell_the_cluster(f"was interrupted in epoch {epoch + 1}")
+            raise
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as error:
+            reason = re.sub(r"^\{\{.*?\}\}\s*", "", str(error).strip().splitlines()[0]).split("aborted by: ")[-1]
+            raise FacelabError(
+                f"a worker of the cluster stopped in epoch {epoch + 1} ({reason[:200]}); start every worker again: "
+                f"training resumes from the last finished epoch ({epoch}) where resume is on"
+            ) from None
+        listed.on_test_end(val_logs)
+        logs.update({f"val_{name}": value for name, value in val_logs.items()})
+        listed.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    if epochs > 0:
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    listed.on_train_end(logs)
 
 
 def finish_run(folder: Path) -> None:
