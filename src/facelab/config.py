@@ -277,30 +277,38 @@ def validate_params(params: dict, source: Path | str = PARAMS_FILE) -> dict:
     return params
 
 
-def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
-    """Read and validate params.yaml."""
-    path = Path(path)
+def read_mapping(path: Path, what: str, parse: Callable[[str], Any], errors: tuple[type[Exception], ...]) -> dict:
+    """``path``'s YAML mapping ({} when empty), parsed by ``parse`` (which raises ``errors``); one-line
+    FacelabErrors naming ``path`` for every way it can be unreadable. ``what``: "parameter file", "profile"."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FacelabError(f"{path}: parameter file not found") from None
+        raise FacelabError(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise FacelabError(f"{path}: is a directory, not a parameter file") from None
+        raise FacelabError(f"{path}: is a directory, not a {what}") from None
     except UnicodeDecodeError:
-        raise FacelabError(f"{path}: not a parameter file (not UTF-8 text)") from None
+        raise FacelabError(f"{path}: not a {what} (not UTF-8 text)") from None
     except OSError as exc:
-        raise FacelabError(f"{path}: cannot read the parameter file ({exc.strerror or exc})") from None
+        raise FacelabError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     try:
-        params = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = parse(text)
+    except errors as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise FacelabError(f"{path}: {line}not valid YAML ({problem})") from None
-    if params is not None and not isinstance(params, dict):
-        found = "a list" if isinstance(params, list) else f"the single value {str(params)[:40]!r}"
-        raise FacelabError(f"{path}: a parameter file must be a mapping of parameters, found {found}")
-    return validate_params(params if params is not None else {}, path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        found = "a list" if isinstance(data, list) else f"the single value {str(data)[:40]!r}"
+        raise FacelabError(f"{path}: a {what} must be a mapping of parameters, found {found}")
+    return data
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    return validate_params(read_mapping(path, "parameter file", yaml.safe_load, (yaml.YAMLError,)), path)
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, Any]:

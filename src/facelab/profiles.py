@@ -15,43 +15,16 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from facelab.atomic import atomic_path
-from facelab.config import flatten, validate_params
+from facelab.config import flatten, read_mapping, validate_params
 from facelab.errors import FacelabError
 
 EXTENDS = "extends"
 PROFILE_KEY = "profile"  # params.yaml's record of the profile applied: set from the file name, never by a profile
 
 
-def _read_yaml(path: Path, yaml: YAML, what: str):
-    """``path``'s YAML document; one-line FacelabErrors naming ``path`` for every way it can be unreadable."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FacelabError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise FacelabError(f"{path}: is a directory, not a {what}") from None
-    except UnicodeDecodeError:
-        raise FacelabError(f"{path}: not a {what} (not UTF-8 text)") from None
-    except OSError as exc:
-        raise FacelabError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
-    try:
-        data = yaml.load(text)
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise FacelabError(f"{path}: {line}not valid YAML ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise FacelabError(f"{path}: a {what} must be a mapping of parameters, found {_kind(data)}")
-    return data
-
-
-def _kind(value) -> str:
-    if isinstance(value, list):
-        return "a list"
-    return f"the single value {str(value)[:40]!r}"
+def _read_yaml(path: Path, yaml: YAML, what: str) -> dict:
+    """``path``'s YAML mapping, read by ``yaml`` (round-trip: comments kept); one line naming ``path`` if not."""
+    return read_mapping(path, what, yaml.load, (YAMLError,))
 
 
 def _layers(profile: Path, yaml: YAML) -> list[tuple[Path, dict]]:
