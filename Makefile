@@ -4,7 +4,7 @@
 PYTHON ?= python3.11
 # The extras installed: exactly one of cpu / gpu picks the TensorFlow build (EXTRAS=gpu,test on a GPU machine,
 # into a fresh .venv: docs/devices.md).
-EXTRAS ?= cpu,test,team-test
+EXTRAS ?= cpu,test,team-test,demo-test
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""facelab's command line: ``facelab stage|check-params|params|metrics-gate|results|workers-config|predict``.
+"""facelab's command line: stage, check-params, params, metrics-gate, results, workers-config, predict, demo, export.
 
 Every command runs through ``facelab.runner.guarded``: errors a user can fix (``FacelabError``)
 print as one line, ``facelab: error: ...``, and exit with status 1; ``--debug`` (or
@@ -84,16 +84,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keypoints-model", metavar="URI", help="MLflow model URI or .keras file (default: champion)")
     p.add_argument("--emotion-model", metavar="URI", help="MLflow model URI or .keras file (default: champion)")
     p.add_argument("--classes", help="the emotion model's classes, a,b,c (default: params' data.emotion.classes)")
+    p.add_argument("--runtime", **RUNTIME)
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(handler=_cmd_predict)
+    p = sub.add_parser("demo", help="a web page on 127.0.0.1: upload a photo or take one with the webcam (Gradio)")
+    p.add_argument("--port", type=int, default=7860, help="default: 7860")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--keypoints-model", metavar="URI", help="as for predict (default: champion)")
+    p.add_argument("--emotion-model", metavar="URI", help="as for predict (default: champion)")
+    p.add_argument("--classes", help="as for predict")
+    p.add_argument("--runtime", **RUNTIME)
+    p.add_argument("--max-file-mb", type=float, default=25, metavar="MB", help="largest upload (default: 25)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(handler=_cmd_demo)
+    p = sub.add_parser("export", help="export the champion models")
+    export_sub = p.add_subparsers(dest="format", required=True)
+    q = export_sub.add_parser(
+        "onnx",
+        help="both champions as ONNX files (test-time averaging included), checked against Keras on test "
+        "faces and logged to MLflow beside their Keras versions",
+    )
+    q.add_argument("--out", default="models/onnx", metavar="DIR", help="output folder (default: models/onnx)")
+    q.add_argument("--no-log", action="store_true", help="only write the files (nothing logged to MLflow)")
+    q.add_argument("--params", default="params.yaml")
+    q.set_defaults(handler=_cmd_export_onnx)
     return parser
 
 
-def _cmd_predict(args) -> int:
-    from facelab.predict import analyse_photos, load_analyzer, output_paths
+RUNTIME = {
+    "choices": ("keras", "onnx"),
+    "default": "keras",
+    "help": "keras (default), or onnx: ONNX Runtime on the files `facelab export onnx` wrote (no TensorFlow)",
+}
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    analyzer = load_analyzer(load_params(args.params), args.keypoints_model, args.emotion_model, classes)
+
+def _classes(args) -> list[str] | None:
+    return [c.strip() for c in args.classes.split(",")] if args.classes else None
+
+
+def _load_analyzer(args):
+    """predict's analyser: the Keras models (``predict.load_analyzer``) or their ONNX files on ONNX Runtime,
+    which imports no TensorFlow (``onnx_runtime.load_onnx_analyzer``)."""
+    params, classes = load_params(args.params), _classes(args)
+    if args.runtime == "onnx":
+        from facelab.onnx_runtime import load_onnx_analyzer
+
+        return load_onnx_analyzer(params, args.keypoints_model, args.emotion_model, classes)
+    from facelab.predict import load_analyzer
+
+    return load_analyzer(params, args.keypoints_model, args.emotion_model, classes)
+
+
+def _cmd_predict(args) -> int:
+    from facelab.predict import analyse_photos, output_paths
+
+    analyzer = _load_analyzer(args)
     records = analyse_photos(args.photos, analyzer, args.out)
     if args.json:
         print(json.dumps(records, indent=2))
@@ -103,6 +148,27 @@ def _cmd_predict(args) -> int:
                 faces = "".join(f", {f['emotion']} {f['probability']:.2f}" for f in record["faces"])
                 print(f"{record['photo']}: {len(record['faces'])} face(s){faces} -> {annotated}")
     return EXIT_ERROR if any("error" in r for r in records) else 0
+
+
+def _cmd_demo(args) -> None:
+    from facelab.demo import serve
+
+    serve(
+        load_params(args.params),
+        args.keypoints_model,
+        args.emotion_model,
+        _classes(args),
+        runtime=args.runtime,
+        host=args.host,
+        port=args.port,
+        max_file_mb=args.max_file_mb,
+    )
+
+
+def _cmd_export_onnx(args) -> None:
+    from facelab.onnx_export import export_champions, summary
+
+    print(summary(export_champions(load_params(args.params), args.out, log=not args.no_log)))
 
 
 def _cmd_results(args) -> None:

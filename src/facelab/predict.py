@@ -25,14 +25,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from facelab import inference, photos, tracking
-from facelab.analyzer import FaceAnalyzer
+from facelab import photos
 from facelab.atomic import atomic_path, write_json
 from facelab.errors import FacelabError
+
+if TYPE_CHECKING:  # imports TensorFlow: only load_analyzer does, so that the ONNX Runtime path runs without it
+    from facelab.analyzer import FaceAnalyzer
 
 BATCH_FACES = 64
 PROGRESS_MIN_PHOTOS = 4  # a progress bar on stderr from this many photos on
@@ -240,7 +243,11 @@ def load_analyzer(
 
     ``keypoints_model`` / ``emotion_model`` replace either with an MLflow model URI or a local
     ``.keras`` file; a given emotion model's classes are ``classes``, else ``data.emotion.classes``.
+    (``onnx_runtime.load_onnx_analyzer`` is the same on ONNX Runtime.)
     """
+    from facelab import tracking
+    from facelab.analyzer import FaceAnalyzer
+
     names = params["tracking"]
     if not (_is_local(keypoints_model) and _is_local(emotion_model)):
         tracking.connect(names["experiment"])
@@ -270,6 +277,8 @@ def _is_local(uri: str | None) -> bool:
 
 
 def _load_model(uri: str):
+    from facelab import inference, tracking
+
     if _is_local(uri):
         if not Path(uri).is_file():
             raise FacelabError(f"{uri}: no such model file")

@@ -1,0 +1,270 @@
+"""The face analyser on ONNX Runtime: ``FaceAnalyzer``'s interface with onnxruntime, numpy and OpenCV only.
+
+``facelab export onnx`` (``facelab.onnx_export``) writes each champion Keras model, its test-time
+averaging included, as one ONNX graph (input ``image``: (N, H, W, 1) float32 0-255 pixels; output
+``keypoints`` (N, 30) pixel coordinates or ``probabilities`` (N, classes)), with the facts a runtime
+needs in the file's metadata (``META_*``: task, input size, classes, the registry version it came
+from), logs it next to the Keras model (an artifact of the version's run) and tags the version
+with where it is (``ONNX_TAG``) and its sha256 (``SHA256_TAG``).
+
+``OnnxFaceAnalyzer`` runs those files with the same ``keypoint_size`` / ``emotion_size`` /
+``classes`` / ``keypoints`` / ``probabilities`` / ``analyse`` as ``facelab.analyzer.FaceAnalyzer``,
+so ``facelab.predict`` (photos, detection, batching, drawing) and ``facelab.demo`` run it
+unchanged. ``load_onnx_analyzer`` finds the files as ``predict.load_analyzer`` finds the Keras
+models: local ``.onnx`` files, or the registry (champion by default) through the versions' tags.
+
+Nothing here imports TensorFlow or Keras (a test checks it in a fresh interpreter); MLflow is
+imported only to fetch files from the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelab.errors import FacelabError
+from facelab.formats import KEYPOINT_NAMES
+
+BATCH_SIZE = 128  # faces per ONNX Runtime call, as inference.BATCH_SIZE
+INPUT_NAME = "image"
+OUTPUT_NAMES = {"keypoints": "keypoints", "emotion": "probabilities"}
+SUFFIX = ".onnx"
+# Metadata written into each exported file (onnx ModelProto.metadata_props).
+META_TASK, META_INPUT_SIZE, META_CLASSES, META_SOURCE = (
+    "facelab.task",
+    "facelab.input_size",
+    "facelab.classes",
+    "facelab.source",
+)
+# Tags on the registered Keras version: where its ONNX twin is, and its sha256.
+ONNX_TAG, SHA256_TAG = "facelab.onnx", "facelab.onnx_sha256"
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
+    """Square uint8 faces resized to ``size`` x ``size``: ``inference.resize_faces``, without TensorFlow."""
+    if images.shape[1] == size:
+        return images
+    interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(face, (size, size), interpolation=interpolation) for face in images])
+
+
+def face_records(points: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> list[dict]:
+    """``FaceAnalyzer.analyse``'s records from (N, 30) keypoints and (N, classes) probabilities."""
+    records = []
+    for face_points, face_probs in zip(np.asarray(points).reshape(len(points), -1, 2), probabilities):
+        best = int(face_probs.argmax())
+        records.append(
+            {
+                "keypoints": {
+                    name: [round(float(x), 2), round(float(y), 2)] for name, (x, y) in zip(KEYPOINT_NAMES, face_points)
+                },
+                "emotion": classes[best],
+                "probability": round(float(face_probs[best]), 4),
+                "probabilities": {c: round(float(p), 4) for c, p in zip(classes, face_probs)},
+            }
+        )
+    return records
+
+
+class OnnxModel:
+    """One exported model: an ONNX Runtime session on the CPU, run in batches of ``BATCH_SIZE`` faces.
+
+    ``threads``: ONNX Runtime's intra-op threads (default: one per physical core). ``spin``: whether idle
+    threads spin-wait for work (ONNX Runtime's default) instead of sleeping; off here: on a 2-core machine
+    busy with other work (a training) spinning threads halved the faces/s of one face per call, and never
+    helped (``benchmarks/bench_onnx.py``).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, spin: bool = False):
+        import onnxruntime as ort
+
+        self.path = str(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for a missing or broken file
+            text = str(exc).strip().splitlines()
+            raise FacelabError(
+                f"{path}: cannot load the ONNX model: {text[0] if text else type(exc).__name__}"
+            ) from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4:
+            raise FacelabError(f"{path}: not a facelab model (one (N, H, W, 1) input and one output expected)")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_size = int(inputs[0].shape[1])
+        self.outputs = outputs[0].shape[-1]
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """Model outputs for (N, H, W) or (N, H, W, 1) images of 0-255 pixels (as ``inference.predict``)."""
+        images = np.asarray(images, np.float32)
+        if images.ndim == 3:
+            images = images[..., None]
+        outputs = [
+            self.session.run([self.output_name], {self.input_name: images[i : i + batch_size]})[0]
+            for i in range(0, len(images), batch_size)
+        ]
+        if not outputs:
+            return np.zeros((0, int(self.outputs)), np.float32)
+        return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+class OnnxFaceAnalyzer:
+    """Keypoints + emotion for square grayscale faces, from two exported ONNX files (no TensorFlow)."""
+
+    runtime = "onnx"
+
+    def __init__(self, keypoint_model, emotion_model, classes: Sequence[str] | None = None, threads: int | None = None):
+        self.keypoint_model = (
+            keypoint_model if isinstance(keypoint_model, OnnxModel) else OnnxModel(keypoint_model, threads)
+        )
+        self.emotion_model = (
+            emotion_model if isinstance(emotion_model, OnnxModel) else OnnxModel(emotion_model, threads)
+        )
+        if classes is None:
+            stored = self.emotion_model.metadata.get(META_CLASSES)
+            if not stored:
+                raise FacelabError(f"{self.emotion_model.path}: no class list in the file: pass --classes")
+            classes = stored.split(",")
+        self.classes = list(classes)
+        if self.emotion_model.outputs != len(self.classes):
+            raise FacelabError(
+                f"{self.emotion_model.path}: the emotion model has {self.emotion_model.outputs} outputs but "
+                f"{len(self.classes)} classes were given ({','.join(self.classes)})"
+            )
+        self.keypoint_size = self.keypoint_model.input_size
+        self.emotion_size = self.emotion_model.input_size
+
+    def keypoints(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 30) keypoint coordinates in each face's own pixel frame."""
+        faces = np.asarray(faces, np.uint8)
+        points = self.keypoint_model(resize_faces(faces, self.keypoint_size))
+        return points * (faces.shape[1] / self.keypoint_size)
+
+    def probabilities(self, faces: np.ndarray) -> np.ndarray:
+        """(N, classes) emotion probabilities."""
+        faces = np.asarray(faces, np.uint8)
+        return self.emotion_model(resize_faces(faces, self.emotion_size))
+
+    def analyse(self, faces: np.ndarray) -> list[dict]:
+        """Per face: the 15 named keypoints in the face's own pixel frame, the emotion and all probabilities."""
+        return face_records(self.keypoints(faces), self.probabilities(faces), self.classes)
+
+
+# --- finding the files -------------------------------------------------------------------------
+
+
+def is_local(uri: str | None) -> bool:
+    return uri is not None and uri.endswith(SUFFIX) and "://" not in uri and not uri.startswith("models:")
+
+
+def _local(path: str) -> str:
+    if not Path(path).is_file():
+        raise FacelabError(f"{path}: no such ONNX file")
+    return path
+
+
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/name@alias`` -> (name, alias, None); ``models:/name/3`` -> (name, None, "3")."""
+    if not uri.startswith("models:/"):
+        raise FacelabError(
+            f"{uri}: give a local .onnx file or a registry URI models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    rest = uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, alias, None
+    name, _, version = rest.rpartition("/")
+    if not name or not version.isdigit():
+        raise FacelabError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return name, None, version
+
+
+def registry_onnx(uri: str, folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
+    """Download the ONNX twin of the Keras version ``uri`` into ``folder``: its path, and the version's tags."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from facelab import tracking
+
+    name, alias, number = parse_model_uri(uri)
+    client = MlflowClient()
+    try:
+        version = tracking.retry(
+            lambda: client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number),
+            "get version",
+        )
+    except FacelabError:
+        raise
+    except Exception as exc:  # MLflow's not-found error
+        raise FacelabError(f"{uri}: no such model version in {tracking.tracking_uri()}: {exc}") from None
+    tags = dict(version.tags)
+    where = tags.get(ONNX_TAG)
+    if not where:
+        raise FacelabError(
+            f"{uri} (version {version.version}) has no ONNX file yet: run `facelab export onnx` "
+            "(it exports the champions) or pass --runtime keras"
+        )
+    path = tracking.retry(
+        lambda: mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=str(folder)), "download ONNX model"
+    )
+    expected = tags.get(SHA256_TAG)
+    if expected and sha256(path) != expected:
+        raise FacelabError(f"{where}: sha256 differs from the version's tag {SHA256_TAG}: the file was changed")
+    return path, tags
+
+
+def load_onnx_analyzer(
+    params: dict,
+    keypoints_model: str | None = None,
+    emotion_model: str | None = None,
+    classes: Sequence[str] | None = None,
+    threads: int | None = None,
+) -> OnnxFaceAnalyzer:
+    """``predict.load_analyzer`` on ONNX Runtime: by default the champions' exported files.
+
+    ``keypoints_model`` / ``emotion_model``: a local ``.onnx`` file, or a registry URI of a Keras
+    version (``models:/name@alias``, ``models:/name/3``) whose ONNX twin ``facelab export onnx`` logged.
+    The classes: ``classes``, else the ONNX file's own list, else the version's ``classes`` tag,
+    else ``data.emotion.classes``.
+    """
+    names = params["tracking"]
+    keypoints_model = keypoints_model or f"models:/{names['keypoints_model']}@champion"
+    emotion_model = emotion_model or f"models:/{names['emotion_model']}@champion"
+    if not (is_local(keypoints_model) and is_local(emotion_model)):
+        from facelab import tracking
+
+        tracking.connect(names["experiment"])
+    with tempfile.TemporaryDirectory(prefix="facelab-onnx-") as tmp:  # the sessions hold the graphs in memory
+        tags: dict[str, str] = {}
+        if is_local(keypoints_model):
+            kp_path = _local(keypoints_model)
+        else:
+            kp_path, _ = registry_onnx(keypoints_model, Path(tmp) / "keypoints")
+        if is_local(emotion_model):
+            em_path = _local(emotion_model)
+        else:
+            em_path, tags = registry_onnx(emotion_model, Path(tmp) / "emotion")
+        keypoints, emotion = OnnxModel(kp_path, threads), OnnxModel(em_path, threads)
+    if classes is None and not emotion.metadata.get(META_CLASSES):
+        stored = tags.get("classes")
+        classes = stored.split(",") if stored else list(params["data"]["emotion"]["classes"])
+    return OnnxFaceAnalyzer(keypoints, emotion, classes)
