@@ -14,9 +14,10 @@ Their progress (stderr) is shown as they run. A benchmark that fails is reported
 status and the end of its stderr; the others still run.
 
 Quick mode leaves out the slow parts (the arguments below, BENCHMARKS): the synthetic-default pipeline
-(``bench_pipeline.py --default``, several minutes) and the emotion model at the original emotion recipe's
-96x96 (``bench_training.py --tasks ... emotion96``); bench_pipeline's stages on the real FER file (one
-epoch, a few minutes: their peak memory) are in both.
+(``bench_pipeline.py --default``, several minutes), the emotion model at the original emotion recipe's
+96x96 (``bench_training.py --tasks ... emotion96``) and the two-worker trainings (``bench_workers.py``,
+about 10 minutes); bench_pipeline's stages on the real FER file (one epoch, a few minutes: their peak
+memory) are in both.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 
-# name: script, arguments in quick mode, arguments with --full
+# name: script, arguments in quick mode (None: --full or --only only), arguments with --full
 BENCHMARKS = {
     "loading": ("bench_loading.py", [], []),
     "inference": ("bench_inference.py", [], []),
     "training": ("bench_training.py", [], ["--tasks", "keypoints", "emotion", "emotion96"]),
     "pipeline": ("bench_pipeline.py", ["--real-fer"], ["--real-fer", "--default"]),
+    "onnx": ("bench_onnx.py", [], ["--repeats", "5"]),
+    "workers": ("bench_workers.py", None, []),  # about 10 minutes: six short trainings
 }
 TENSORFLOW = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly")  # whichever is installed
 TIMEOUT_S = 3600
@@ -150,9 +153,9 @@ def main() -> int:
         ledger = Path(tmp) / "goals.jsonl"
         os.environ[goals.LEDGER_ENV] = str(ledger)  # the benchmarks inherit it and record their goals
         for name, (script, quick, full) in BENCHMARKS.items():
-            if args.only and name not in args.only:
+            if args.only and name not in args.only or quick is None and not (args.full or args.only):
                 continue
-            sections.append(run_one(name, script, full if args.full else quick))
+            sections.append(run_one(name, script, full if args.full or quick is None else quick))
         goal_table = goals.table(ledger)
     sections = [header(mode), goal_table, *sections, f"Load average at the end: {load_avg()}.\n"]
     text = "\n".join(sections)

@@ -5,15 +5,14 @@
         --classes anger,disgust,fear,happiness,sadness,surprise,neutral --out docs/results/demo.png
 
 Serves the page on 127.0.0.1 (``demo.serve``, as ``facelab demo`` does), uploads the photo in a
-headless Chromium (Playwright; ``--chromium`` or the first of chromium / chromium-browser /
-google-chrome on the PATH), waits for the answer and saves the whole page.
+headless Chromium (Playwright; ``--chromium``, else ``facelab.browser``'s choice), waits for the answer
+and saves the whole page.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -21,16 +20,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def main() -> int:
@@ -49,6 +38,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from facelab import demo
+    from facelab.browser import launch
     from facelab.config import load_params
 
     photo = args.photo
@@ -56,7 +46,6 @@ def main() -> int:
         import matplotlib.cbook
 
         photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    chromium = args.chromium or next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -72,7 +61,7 @@ def main() -> int:
     )
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            browser = launch(playwright, args.chromium)
             page = browser.new_page(viewport={"width": args.width, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator(f"#{demo.UPLOAD_ID} input[type=file]").set_input_files(str(photo))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from facelab import inference, tracking
-from facelab.formats import KEYPOINT_NAMES
+from facelab.analysis import FaceAnalysis
 
 
-class FaceAnalyzer:
-    """Keypoints + emotion for square grayscale faces, from two Keras models."""
+class FaceAnalyzer(FaceAnalysis):
+    """Keypoints + emotion for square grayscale faces, from two Keras models (``analysis.FaceAnalysis``)."""
 
     def __init__(self, keypoint_model, emotion_model, classes: list[str]):
         self.keypoint_model, self.emotion_model, self.classes = keypoint_model, emotion_model, list(classes)
@@ -30,32 +30,5 @@ class FaceAnalyzer:
             champions.classes,
         )
 
-    def keypoints(self, faces: np.ndarray) -> np.ndarray:
-        """(N, 30) keypoint coordinates in each face's own pixel frame."""
-        faces = np.asarray(faces, np.uint8)
-        points = inference.predict(self.keypoint_model, inference.resize_faces(faces, self.keypoint_size))
-        return points * (faces.shape[1] / self.keypoint_size)
-
-    def probabilities(self, faces: np.ndarray) -> np.ndarray:
-        """(N, classes) emotion probabilities."""
-        faces = np.asarray(faces, np.uint8)
-        return inference.predict(self.emotion_model, inference.resize_faces(faces, self.emotion_size))
-
-    def analyse(self, faces: np.ndarray) -> list[dict]:
-        """Per face: the 15 named keypoints in the face's own pixel frame, the emotion and all probabilities."""
-        points, probs = self.keypoints(faces), self.probabilities(faces)
-        records = []
-        for face_points, face_probs in zip(points.reshape(len(points), -1, 2), probs):
-            best = int(face_probs.argmax())
-            records.append(
-                {
-                    "keypoints": {
-                        name: [round(float(x), 2), round(float(y), 2)]
-                        for name, (x, y) in zip(KEYPOINT_NAMES, face_points)
-                    },
-                    "emotion": self.classes[best],
-                    "probability": round(float(face_probs[best]), 4),
-                    "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, face_probs)},
-                }
-            )
-        return records
+    def run_model(self, model, faces: np.ndarray) -> np.ndarray:
+        return inference.predict(model, faces)

@@ -8,7 +8,6 @@ a model computes in.
 
 from __future__ import annotations
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -65,11 +64,3 @@ def precision(model: keras.Model) -> str:
 
 def input_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
-
-
-def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
-    """Square uint8 faces resized to ``size`` x ``size`` (area interpolation when shrinking)."""
-    if images.shape[1] == size:
-        return images
-    interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(face, (size, size), interpolation=interpolation) for face in images])

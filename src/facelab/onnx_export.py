@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab import onnx_runtime
+from facelab.analysis import resize_faces
 from facelab.atomic import atomic_path, write_json
 from facelab.errors import FacelabError
 
@@ -113,7 +114,7 @@ def check_faces(task: str, size: int, count: int = CHECK_FACES) -> tuple[np.ndar
         images, points = synthetic.make_keypoint_faces(count, seed=1)
         if size != images.shape[1]:
             scale = size / images.shape[1]
-            images = onnx_runtime.resize_faces(images, size)
+            images = resize_faces(images, size)
             points = (points + 0.5) * scale - 0.5
         return images, points, f"{count} synthetic faces (seed 1)"
     images, labels = synthetic.make_emotion_faces(count, seed=1, size=size)
@@ -190,8 +191,6 @@ def export_champions(params: dict, out_dir: str | os.PathLike = OUT_DIR, log: bo
     With ``log``: each file goes to its version's run as ``onnx/<task>-v<version>.onnx`` and the
     version gets the tags ``facelab.onnx`` (that artifact's URI) and ``facelab.onnx_sha256``.
     """
-    from mlflow import MlflowClient
-
     from facelab import inference, tracking  # noqa: F401  (inference registers facelab's Keras layers)
 
     names = params["tracking"]
@@ -217,7 +216,7 @@ def export_champions(params: dict, out_dir: str | os.PathLike = OUT_DIR, log: bo
         info = export_model(model, out_dir / f"{task}{onnx_runtime.SUFFIX}", task, metadata)
         info.update(model=uri, keras_bytes=_keras_bytes(model))
         if log:
-            info["artifact"] = _log_beside(version, Path(info["file"]), task, info["sha256"], MlflowClient())
+            info["artifact"] = _log_beside(version, Path(info["file"]), task, info["sha256"])
         exported[task] = info
     write_json(out_dir / "export.json", exported)
     return exported
@@ -231,7 +230,7 @@ def _keras_bytes(model) -> int | None:
         return path.stat().st_size
 
 
-def _log_beside(version, path: Path, task: str, digest: str, client) -> str:
+def _log_beside(version, path: Path, task: str, digest: str) -> str:
     """Log ``path`` to the run that logged ``version`` and tag the version with the artifact's URI."""
     from facelab import tracking
 
@@ -241,7 +240,7 @@ def _log_beside(version, path: Path, task: str, digest: str, client) -> str:
     with tempfile.TemporaryDirectory(prefix="facelab-onnx-log-") as tmp:  # the artifact's own file name
         named = Path(tmp) / artifact
         shutil.copyfile(path, named)
-        tracking.retry(lambda: client.log_artifact(version.run_id, str(named), ARTIFACT_DIR), "log ONNX file")
+        tracking.log_artifact_to_run(version.run_id, named, ARTIFACT_DIR)
     uri = f"runs:/{version.run_id}/{ARTIFACT_DIR}/{artifact}"
     tracking.tag_version(
         version.name, int(version.version), {onnx_runtime.ONNX_TAG: uri, onnx_runtime.SHA256_TAG: digest}

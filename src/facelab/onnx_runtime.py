@@ -14,7 +14,7 @@ unchanged. ``load_onnx_analyzer`` finds the files as ``predict.load_analyzer`` f
 models: local ``.onnx`` files, or the registry (champion by default) through the versions' tags.
 
 Nothing here imports TensorFlow or Keras (a test checks it in a fresh interpreter); MLflow is
-imported only to fetch files from the registry.
+imported (through ``facelab.tracking``) only to fetch files from the registry.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from facelab.analysis import FaceAnalysis
 from facelab.errors import FacelabError
-from facelab.formats import KEYPOINT_NAMES
 
 BATCH_SIZE = 128  # faces per ONNX Runtime call, as inference.BATCH_SIZE
 INPUT_NAME = "image"
@@ -52,32 +51,6 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
-    """Square uint8 faces resized to ``size`` x ``size``: ``inference.resize_faces``, without TensorFlow."""
-    if images.shape[1] == size:
-        return images
-    interpolation = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(face, (size, size), interpolation=interpolation) for face in images])
-
-
-def face_records(points: np.ndarray, probabilities: np.ndarray, classes: Sequence[str]) -> list[dict]:
-    """``FaceAnalyzer.analyse``'s records from (N, 30) keypoints and (N, classes) probabilities."""
-    records = []
-    for face_points, face_probs in zip(np.asarray(points).reshape(len(points), -1, 2), probabilities):
-        best = int(face_probs.argmax())
-        records.append(
-            {
-                "keypoints": {
-                    name: [round(float(x), 2), round(float(y), 2)] for name, (x, y) in zip(KEYPOINT_NAMES, face_points)
-                },
-                "emotion": classes[best],
-                "probability": round(float(face_probs[best]), 4),
-                "probabilities": {c: round(float(p), 4) for c, p in zip(classes, face_probs)},
-            }
-        )
-    return records
 
 
 class OnnxModel:
@@ -127,7 +100,7 @@ class OnnxModel:
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
-class OnnxFaceAnalyzer:
+class OnnxFaceAnalyzer(FaceAnalysis):
     """Keypoints + emotion for square grayscale faces, from two exported ONNX files (no TensorFlow)."""
 
     runtime = "onnx"
@@ -153,20 +126,8 @@ class OnnxFaceAnalyzer:
         self.keypoint_size = self.keypoint_model.input_size
         self.emotion_size = self.emotion_model.input_size
 
-    def keypoints(self, faces: np.ndarray) -> np.ndarray:
-        """(N, 30) keypoint coordinates in each face's own pixel frame."""
-        faces = np.asarray(faces, np.uint8)
-        points = self.keypoint_model(resize_faces(faces, self.keypoint_size))
-        return points * (faces.shape[1] / self.keypoint_size)
-
-    def probabilities(self, faces: np.ndarray) -> np.ndarray:
-        """(N, classes) emotion probabilities."""
-        faces = np.asarray(faces, np.uint8)
-        return self.emotion_model(resize_faces(faces, self.emotion_size))
-
-    def analyse(self, faces: np.ndarray) -> list[dict]:
-        """Per face: the 15 named keypoints in the face's own pixel frame, the emotion and all probabilities."""
-        return face_records(self.keypoints(faces), self.probabilities(faces), self.classes)
+    def run_model(self, model: OnnxModel, faces: np.ndarray) -> np.ndarray:
+        return model(faces)
 
 
 # --- finding the files -------------------------------------------------------------------------
@@ -200,18 +161,11 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 def registry_onnx(uri: str, folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
     """Download the ONNX twin of the Keras version ``uri`` into ``folder``: its path, and the version's tags."""
-    import mlflow
-    from mlflow import MlflowClient
-
     from facelab import tracking
 
     name, alias, number = parse_model_uri(uri)
-    client = MlflowClient()
     try:
-        version = tracking.retry(
-            lambda: client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number),
-            "get version",
-        )
+        version = tracking.get_version(name, alias, number)
     except FacelabError:
         raise
     except Exception as exc:  # MLflow's not-found error
@@ -223,9 +177,7 @@ def registry_onnx(uri: str, folder: str | os.PathLike) -> tuple[str, dict[str, s
             f"{uri} (version {version.version}) has no ONNX file yet: run `facelab export onnx` "
             "(it exports the champions) or pass --runtime keras"
         )
-    path = tracking.retry(
-        lambda: mlflow.artifacts.download_artifacts(artifact_uri=where, dst_path=str(folder)), "download ONNX model"
-    )
+    path = tracking.download(where, folder, "download ONNX model")
     expected = tags.get(SHA256_TAG)
     if expected and sha256(path) != expected:
         raise FacelabError(f"{where}: sha256 differs from the version's tag {SHA256_TAG}: the file was changed")

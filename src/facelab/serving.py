@@ -129,13 +129,10 @@ class Champions:
 
 def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path, alias: str = tracking.CHAMPION) -> Champions:
     """Resolve ``alias`` of both models once and download those versions under ``folder``."""
-    client = MlflowClient()
     versions = {}
     for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
         try:
-            versions[task] = int(
-                tracking.retry(lambda: client.get_model_version_by_alias(name, alias), "get alias").version
-            )
+            versions[task] = int(tracking.get_version(name, alias).version)
         except Exception as exc:  # MLflow's not-found error: say which model has no such version
             raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
     return fetch_versions({"keypoints": keypoints_name, "emotion": emotion_name}, versions, folder)
@@ -148,11 +145,10 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
     versions even if another run moves an alias meanwhile, and each model is downloaded once.
     ``source`` names where the versions came from, for the error when one no longer exists.
     """
-    client = MlflowClient()
     found = {}
     for task, name in names.items():
         try:
-            found[task] = tracking.retry(lambda: client.get_model_version(name, str(versions[task])), "get version")
+            found[task] = tracking.get_version(name, number=versions[task])
         except Exception:  # MLflow's not-found error
             where = f" (named in {source})" if source else ""
             raise FacelabError(
@@ -165,10 +161,7 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
     folders = {}
     for task, name in names.items():
         uri = f"models:/{name}/{versions[task]}"
-        folders[task] = tracking.retry(
-            lambda: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(folder) / task)),
-            "download model",
-        )
+        folders[task] = tracking.download(uri, Path(folder) / task, "download model")
     return Champions(dict(names), {task: int(v) for task, v in versions.items()}, folders, classes.split(","))
 
 

@@ -357,6 +357,17 @@ def log_run_metrics(run_id: str, metrics: dict[str, float]) -> None:
             retry(lambda: client.log_metric(run_id, key, float(value), timestamp=stamp), "log metric")
 
 
+def log_artifact_to_run(run_id: str, path: str | os.PathLike, folder: str | None = None) -> None:
+    """Log the file ``path`` to the run ``run_id`` (not the active run), under ``folder``."""
+    client = MlflowClient()
+    retry(lambda: client.log_artifact(run_id, str(path), folder), "log artifact")
+
+
+def download(artifact_uri: str, folder: str | os.PathLike, what: str = "download artifacts") -> str:
+    """A local copy of ``artifact_uri`` (``runs:/...``, ``models:/...``) under ``folder``: its path."""
+    return retry(lambda: mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(folder)), what)
+
+
 def log_artifacts(*paths: str | os.PathLike, folder: str | None = None) -> None:
     for path in paths:
         path = Path(path)
@@ -477,11 +488,19 @@ def tag_version(name: str, version: int, tags: dict[str, Any]) -> None:
         retry(lambda: client.set_model_version_tag(name, str(version), key, str(value)), "tag version")
 
 
+def get_version(name: str, alias: str | None = None, number: int | str | None = None):
+    """Version ``number`` of the registered model ``name``, or the one ``alias`` points at (MLflow's
+    not-found error when there is none)."""
+    client = MlflowClient()
+    if alias:
+        return retry(lambda: client.get_model_version_by_alias(name, alias), f"get {alias}")
+    return retry(lambda: client.get_model_version(name, str(number)), "get version")
+
+
 def champion_version(name: str):
     """The model version holding ``champion``, or None."""
-    client = MlflowClient()
     try:
-        return retry(lambda: client.get_model_version_by_alias(name, CHAMPION), "get champion")
+        return get_version(name, CHAMPION)
     except (MlflowException, RestException) as exc:
         if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
             return None
@@ -532,8 +551,7 @@ def load_keras(model_uri: str):
 
 def version_tags(name: str, alias: str = CHAMPION) -> dict[str, str]:
     """The tags of the version that holds ``alias`` (e.g. the emotion model's class list)."""
-    client = MlflowClient()
-    return dict(retry(lambda: client.get_model_version_by_alias(name, alias), "get alias").tags)
+    return dict(get_version(name, alias).tags)
 
 
 def alias_uri(name: str, alias: str = CHAMPION) -> str:

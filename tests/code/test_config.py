@@ -9,6 +9,7 @@ import yaml
 from facelab.cli import main
 from facelab.config import flatten, in_queued_experiment, load_params, validate_params, workspace_root
 from facelab.errors import FacelabError
+from tests.code.bad_files import NOT_A_MAPPING, write
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -96,30 +97,21 @@ def test_queued_experiment_copies_resolve_to_the_user_workspace(tmp_path, monkey
     assert workspace_root() == (tmp_path / "elsewhere").resolve()
 
 
-BAD_PARAMS = {  # name -> (the parameter file's content (None: a directory), what the error says)
-    "not-yaml": ("seed: 1\ndata: [\n", "not valid YAML"),
-    "a-list": ("- seed\n- data\n", "found a list"),
-    "a-scalar": ("42\n", "found the single value"),
-    "a-directory": (None, "is a directory"),
-    "binary": (b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00", "not UTF-8"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_PARAMS))
+@pytest.mark.parametrize("case", sorted(NOT_A_MAPPING))
 def test_load_params_on_a_bad_file_is_one_line_naming_it(case, tmp_path):
-    content, says = BAD_PARAMS[case]
-    bad = _write(tmp_path / "params.yaml", content)
+    content, says = NOT_A_MAPPING[case]
+    bad = write(tmp_path / "params.yaml", content)
     with pytest.raises(FacelabError) as err:
         load_params(bad)
     assert str(err.value).startswith(f"{bad}: ") and says in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("command", ["check-params", "apply"])
-@pytest.mark.parametrize("case", sorted(BAD_PARAMS))
+@pytest.mark.parametrize("case", sorted(NOT_A_MAPPING))
 def test_a_bad_params_file_exits_1_with_one_line_and_is_left_alone(case, command, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("FACELAB_DEBUG", raising=False)
-    content, says = BAD_PARAMS[case]
-    bad = _write(tmp_path / "params.yaml", content)
+    content, says = NOT_A_MAPPING[case]
+    bad = write(tmp_path / "params.yaml", content)
     before = None if content is None else bad.read_bytes()
     argv = ["check-params"] if command == "check-params" else ["params", "apply", str(REPO / "profiles" / "tiny.yaml")]
     assert main([*argv, "--params", str(bad)]) == 1
@@ -128,13 +120,3 @@ def test_a_bad_params_file_exits_1_with_one_line_and_is_left_alone(case, command
     if before is not None:
         assert bad.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temporary file left beside it
-
-
-def _write(path: Path, content) -> Path:
-    if content is None:
-        path.mkdir()
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path

@@ -13,6 +13,7 @@ import yaml
 from facelab.cli import main
 from facelab.config import flatten, load_params
 from facelab.profiles import apply_profile, resolve_profile, set_arguments
+from tests.code.bad_files import NOT_A_MAPPING, write
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = sorted((REPO / "profiles").glob("*.yaml"))
@@ -120,22 +121,8 @@ def test_sets_names_the_profile(capsys):
 # ---- bad profiles: one line naming the file, exit 1, params.yaml unchanged ----
 
 
-def _write(path: Path, content) -> Path:
-    if content is None:
-        path.mkdir()
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
-
-
 BAD_PROFILES = {  # name -> (the profile's content (None: a directory), what the error says)
-    "not-yaml": ("train_emotion:\n  epochs: [1,\n", "not valid YAML"),
-    "a-list": ("- train_emotion.epochs: 3\n", "found a list"),
-    "a-scalar": ("just some text\n", "found the single value"),
-    "a-directory": (None, "is a directory"),
-    "binary": (b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x00", "not UTF-8"),
+    **NOT_A_MAPPING,
     "sets-profile": ("profile: mine\ntrain_emotion:\n  epochs: 3\n", "may not set 'profile'"),
     "extends-missing": ("extends: nowhere.yaml\ntrain_emotion:\n  epochs: 3\n", "nowhere.yaml not found"),
     "extends-itself": ("extends: extends-itself.yaml\n", "cycle"),
@@ -161,7 +148,7 @@ def _fails_with_one_line(argv, capsys, names: Path, says: str) -> None:
 @pytest.mark.parametrize("case", sorted(BAD_PROFILES))
 def test_a_bad_profile_is_one_line_naming_it(case, action, project, capsys):
     content, says = BAD_PROFILES[case]
-    profile = _write(project / f"{case}.yaml", content)
+    profile = write(project / f"{case}.yaml", content)
     params = project / "params.yaml"
     before = params.read_bytes()
     argv = ["params", action, str(profile)] + (["--params", str(params)] if action == "apply" else [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,22 @@ def mlflow_client(project: Path):
 
     uri = f"sqlite:///{project / 'mlflow.db'}"
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports free on 127.0.0.1 now (for the workers of a local TF_CONFIG cluster)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def newest_stage_run(project: Path, stage: str, experiment: str = "facelab"):
+    """The newest MLflow run named ``stage`` in the copy's own store (its final.* metrics: images/s, seconds)."""
+    client = mlflow_client(project)
+    found = client.get_experiment_by_name(experiment)
+    newest_first = ["attributes.start_time DESC"]
+    return client.search_runs([found.experiment_id], f"attributes.run_name = '{stage}'", order_by=newest_first)[0]

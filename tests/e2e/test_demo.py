@@ -27,25 +27,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facelab.browser import CHROMIUM_ENV, chromium_executable, launch
 from tests.e2e.test_serve import _photo
 
 pytestmark = pytest.mark.e2e
 
 REQUIRE_ENV = "FACELAB_REQUIRE_BROWSER"
 SCREENSHOT_ENV = "FACELAB_DEMO_SCREENSHOT"
-CHROMIUM_ENV = "FACELAB_CHROMIUM"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-# Headless, and nothing but 127.0.0.1: no GPU, no QUIC, no update/sync/background requests.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
 FACES = 2  # in test_serve._photo
 MAX_FILE_MB = 1  # the server's upload limit here (the photos are far smaller)
@@ -59,16 +47,6 @@ def _unavailable(reason: str):
     pytest.skip(reason)
 
 
-def chromium_executable() -> str | None:
-    if os.environ.get(CHROMIUM_ENV):
-        return os.environ[CHROMIUM_ENV]
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 @pytest.fixture(scope="module")
 def browser():
     try:
@@ -79,10 +57,7 @@ def browser():
     executable = chromium_executable()
     with sync_playwright() as playwright:
         try:
-            if executable:
-                launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-            else:  # Playwright's own Chromium, if `playwright install chromium` fetched it
-                launched = playwright.chromium.launch(args=CHROMIUM_ARGS)
+            launched = launch(playwright, executable)
         except Error as exc:
             _unavailable(
                 f"no Chromium to drive ({executable or 'none on the PATH'}: {str(exc).splitlines()[0]}): "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pandas as pd
 import pytest
 
 from facelab.config import CHECKPOINTS_DIR
-from tests.e2e.helpers import REPO, make_project_copy, mlflow_client, run
+from tests.e2e.helpers import REPO, free_ports, make_project_copy, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
 TRAIN_STAGES = ("train_keypoints", "train_emotion")
@@ -93,16 +92,6 @@ def test_two_devices_make_one_run_and_one_registered_version_per_model(two_devic
         assert versions[0].run_id == run_.info.run_id
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _worker_env(env: dict, cluster: dict, index: int, tmp) -> dict:
     """The environment of worker ``index``: its TF_CONFIG, and its own TMPDIR (to see its folder removed)."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -116,7 +105,7 @@ def _worker_env(env: dict, cluster: dict, index: int, tmp) -> dict:
 
 def _start_workers(clones, env, stage: str, tmp, chief_cmd=None) -> list[subprocess.Popen]:
     """One worker per clone (worker 0, the chief, in ``clones[0]``: ``chief_cmd``, else the stage script)."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(len(clones))]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(len(clones))]}
     commands = [chief_cmd or [sys.executable, f"stages/{stage}.py"]] + [[sys.executable, f"stages/{stage}.py"]] * (
         len(clones) - 1
     )
@@ -311,7 +300,7 @@ def test_two_workers_wait_for_a_missing_worker_then_stop_with_one_line(tmp_path)
     env = {**env, "FACELAB_WORKER_TIMEOUT": "20"}
     alone = []
     for index in (0, 1):  # the chief alone, then the other worker alone (each in a cluster of two)
-        cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
         alone.append(
             subprocess.Popen(
                 [sys.executable, "stages/train_keypoints.py"],
