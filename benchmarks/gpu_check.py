@@ -10,7 +10,7 @@ applied, ``epochs: 1`` for the real-data ones, ``../shared/data`` linked beside 
 the data (prepare + augment), then the profile's training stage(s) run in a child process of this script
 that calls ``facelab.pipeline.train`` itself, so that it can read TensorFlow's peak GPU memory
 (``tf.config.experimental.get_memory_info``) at the end. Printed per stage: the precision the run used,
-images/s (median epoch, from ``metrics/train_*.json``), training seconds, peak GPU memory, and the
+images/s (median epoch, from the stage's MLflow run), training seconds, peak GPU memory, and the
 data-preparation seconds. Prints Markdown.
 
 ``--check-report``: the resolution of the GPU install is consistent (every requirement of every package is

@@ -1,0 +1,25 @@
+"""The benchmarks that drive the pipeline still run on it.
+
+``benchmarks/gpu_check.py`` is the one command to run on a GPU machine, where nobody is watching when it
+breaks: here it runs the tiny profile on the CPU, so a benchmark that reads what a stage no longer writes
+fails in CI (it once read images/s from the stage's summary long after they had become MLflow-only).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.e2e.helpers import REPO, run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_gpu_check_runs_the_tiny_profile_on_the_cpu(tmp_path):
+    result = run([sys.executable, "benchmarks/gpu_check.py", "--profiles", "tiny", "--work", str(tmp_path)], REPO)
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| tiny |")]
+    assert [row[2].strip() for row in rows] == ["train_keypoints", "train_emotion"], result.stdout
+    for row in rows:
+        assert row[3].strip() == "CPU" and row[4].strip() == "float32"
+        assert float(row[5]) > 0 and float(row[6]) > 0  # images/s, training seconds: from the MLflow run
