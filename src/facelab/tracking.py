@@ -120,7 +120,8 @@ def retry(fn: Callable[[], T], what: str = "MLflow call") -> T:
     while True:
         tries += 1
         try:
-            return fn()
+            with _signals_after_the_call():
+                return fn()
         except Exception as exc:  # MLflow wraps SQLAlchemy's and requests' errors in its own types
             if not _is_transient(exc):
                 raise
@@ -213,8 +214,37 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interrupt so that runs and files are closed as for Ctrl-C."""
 
 
+# A signal that arrives while a store call is in flight waits for the call to end: raised in the middle of
+# a SQLite write it would leave that connection's transaction open, and the write that ends the run KILLED
+# would then find the store locked by its own process until the retry budget ran out.
+_store_calls = 0
+_pending_signal: int | None = None
+
+
+def _interrupt(signum: int) -> KeyboardInterrupt:
+    return _Terminated(f"signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def _raise_terminated(signum, frame):
-    raise _Terminated(f"signal {signum}")
+    global _pending_signal
+    if _store_calls:
+        _pending_signal = signum
+        return
+    raise _interrupt(signum)
+
+
+@contextlib.contextmanager
+def _signals_after_the_call() -> Iterator[None]:
+    """Hold SIGTERM / Ctrl-C (under ``stage_run``'s handler) until the store call inside ends, then raise."""
+    global _store_calls, _pending_signal
+    _store_calls += 1
+    try:
+        yield
+    finally:
+        _store_calls -= 1
+        if not _store_calls and _pending_signal is not None:
+            signum, _pending_signal = _pending_signal, None
+            raise _interrupt(signum)
 
 
 @contextlib.contextmanager
@@ -229,7 +259,7 @@ def stage_run(stage: str, params: dict, experiment: str) -> Iterator[mlflow.Acti
     """
     connect(experiment)
     close_abandoned_runs()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signum: signal.signal(signum, _raise_terminated) for signum in (signal.SIGTERM, signal.SIGINT)}
     run = retry(lambda: mlflow.start_run(run_name=stage, tags=run_tags(stage)), "start run")
     marker = _mark_open(run.info.run_id)
     status, store_down = "FAILED", False
@@ -246,7 +276,8 @@ def stage_run(stage: str, params: dict, experiment: str) -> Iterator[mlflow.Acti
         store_down = _is_transient(exc)  # the store stayed unreachable through a whole retry budget
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _end_run(run.info.run_id, status, marker, patient=not store_down)
 
 

@@ -4,9 +4,12 @@ half-registered version left by a run that did not finish (real MLflow; SQLite o
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import time
 
 import pytest
 import requests
@@ -155,3 +158,30 @@ def test_a_failed_stage_takes_its_versions_with_it(store):
     assert store.search_model_versions("name='kp'") == []
     [failed] = store.search_runs([store.get_experiment_by_name("facelab-test").experiment_id])
     assert failed.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_store_call_waits_for_the_call_to_end(signum, monkeypatch):
+    """SIGTERM or Ctrl-C in the middle of a store write once left SQLite's transaction open: the write that
+    ends the run KILLED then found the store locked by its own process. Under stage_run's handler the
+    signal is raised when the call has ended, and at once outside a store call."""
+    monkeypatch.setattr(tracking, "_pending_signal", None)
+    previous = signal.signal(signum, tracking._raise_terminated)
+    done = []
+
+    def store_call():
+        os.kill(os.getpid(), signum)  # delivered here, in the middle of the call
+        done.append("the rest of the call")
+        return 7
+
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            tracking.retry(store_call, "a store call")
+        assert done == ["the rest of the call"]
+        assert isinstance(raised.value, tracking._Terminated) == (signum == signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):  # outside a store call: at once
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+        assert tracking.retry(lambda: 8) == 8  # nothing left pending
+    finally:
+        signal.signal(signum, previous)
