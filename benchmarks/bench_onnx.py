@@ -40,18 +40,12 @@ REPO = Path(__file__).resolve().parents[1]
 BATCHES = (1, 64)
 
 
-def profile_config(profile: str, section: str) -> dict:
-    """``params.yaml``'s ``section`` with ``profile``'s overrides merged in (as ``facelab params apply`` would)."""
+def profile_params(profile: str) -> dict:
+    """``params.yaml`` with ``profile`` applied (as ``facelab params apply`` would), or as it is."""
     from facelab.config import load_params
-    from facelab.profiles import resolve_profile
+    from facelab.profiles import applied_params
 
-    def merge(base: dict, over: dict) -> dict:
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        return out
-
-    return merge(load_params(REPO / "params.yaml"), resolve_profile(REPO / profile) if profile else {})[section]
+    return applied_params(REPO / profile, REPO / "params.yaml") if profile else load_params(REPO / "params.yaml")
 
 
 def build_models(keypoints_profile: str, emotion_profile: str, folder: Path) -> tuple[Path, Path, list[str], str]:
@@ -60,23 +54,15 @@ def build_models(keypoints_profile: str, emotion_profile: str, folder: Path) -> 
 
     from facelab import tta
     from facelab.formats import EMOTION_IMAGE_SIZE, KEYPOINT_IMAGE_SIZE
-    from facelab.model import build_emotion_model, build_keypoint_model
+    from facelab.model import build_emotion_model_from, build_keypoint_model_from
 
     keras.utils.set_random_seed(0)
-    kp = profile_config(keypoints_profile, "train_keypoints")
-    em = profile_config(emotion_profile, "train_emotion")
-    classes = list(profile_config(emotion_profile, "data")["emotion"]["classes"])
-    keypoints = build_keypoint_model(KEYPOINT_IMAGE_SIZE, width=kp["width"], stem=kp["stem"], head=kp["head"])
-    emotion = build_emotion_model(
-        len(classes),
-        input_size=EMOTION_IMAGE_SIZE,
-        image_size=em["image_size"],
-        crop=em["crop"],
-        width=em["width"],
-        stem=em["stem"],
-        dropout=em["dropout"],
-        head=em["head"],
-    )
+    kp = profile_params(keypoints_profile)["train_keypoints"]
+    emotion_params = profile_params(emotion_profile)
+    em = emotion_params["train_emotion"]
+    classes = [str(c) for c in emotion_params["data"]["emotion"]["classes"]]
+    keypoints = build_keypoint_model_from(kp, KEYPOINT_IMAGE_SIZE)
+    emotion = build_emotion_model_from(em, len(classes), EMOTION_IMAGE_SIZE)
     keypoints = tta.wrap(keypoints, "keypoints", **kp["tta"])
     emotion = tta.wrap(emotion, "emotion", **em["tta"])
     paths = folder / "keypoints.keras", folder / "emotion.keras"

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from facelab import photos, predict
+from facelab import model_uris, photos, predict
 from facelab.errors import FacelabError
 
 HOST, PORT = "127.0.0.1", 7860
@@ -242,8 +242,8 @@ def load(
 
 def describe(params: dict, keypoints_model: str | None, emotion_model: str | None, runtime: str) -> str:
     names = params["tracking"]
-    kp = keypoints_model or f"models:/{names['keypoints_model']}@champion"
-    em = emotion_model or f"models:/{names['emotion_model']}@champion"
+    kp = keypoints_model or model_uris.alias_uri(names["keypoints_model"])
+    em = emotion_model or model_uris.alias_uri(names["emotion_model"])
     return f"Models: keypoints `{kp}`, emotion `{em}` ({'ONNX Runtime' if runtime == 'onnx' else 'Keras'})."
 
 

@@ -19,6 +19,9 @@ input frame; the emotion head outputs class probabilities. Nothing here knows of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import keras
 from keras import layers
 
@@ -242,3 +245,30 @@ def build_emotion_model(
         x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="emotion")(x)
     return keras.Model(inputs, outputs, name="facelab_emotion_resnet18")
+
+
+def build_emotion_model_from(cfg: Mapping[str, Any], num_classes: int, input_size: int) -> keras.Model:
+    """``build_emotion_model`` with the network settings of a ``train_emotion`` parameter section."""
+    return build_emotion_model(
+        num_classes,
+        input_size=input_size,
+        image_size=cfg["image_size"],
+        crop=cfg["crop"],
+        width=cfg["width"],
+        stem=cfg["stem"],
+        dropout=cfg["dropout"],
+        zero_init=cfg["zero_init_residual"],
+        head=cfg["head"],
+    )
+
+
+def build_keypoint_model_from(cfg: Mapping[str, Any], image_size: int) -> keras.Model:
+    """``build_keypoint_model`` with the network settings of a ``train_keypoints`` parameter section."""
+    return build_keypoint_model(
+        image_size,
+        width=cfg["width"],
+        stem=cfg["stem"],
+        dropout=cfg["dropout"],
+        head=cfg["head"],
+        zero_init=cfg["zero_init_residual"],
+    )

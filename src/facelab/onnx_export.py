@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab import onnx_runtime
+from facelab import model_uris, onnx_runtime
 from facelab.analysis import resize_faces
 from facelab.atomic import atomic_path, write_json
 from facelab.errors import FacelabError
@@ -201,8 +201,8 @@ def export_champions(params: dict, out_dir: str | os.PathLike = OUT_DIR, log: bo
         name = names[f"{task}_model"]
         version = tracking.champion_version(name)
         if version is None:
-            raise FacelabError(f"models:/{name}@champion: no champion yet (run the pipeline: dvc repro)")
-        uri = f"models:/{name}/{version.version}"  # this version, even if the alias moves meanwhile
+            raise FacelabError(f"{model_uris.alias_uri(name)}: no champion yet (run the pipeline: dvc repro)")
+        uri = model_uris.version_uri(name, version.version)  # this version, even if the alias moves meanwhile
         try:
             model = tracking.load_keras(uri)
         except Exception as exc:  # MLflow's errors: the version's files are gone, the store is unreachable
@@ -235,7 +235,9 @@ def _log_beside(version, path: Path, task: str, digest: str) -> str:
     from facelab import tracking
 
     if not version.run_id:
-        raise FacelabError(f"models:/{version.name}/{version.version}: the version has no run to log the ONNX file in")
+        raise FacelabError(
+            f"{model_uris.version_uri(version.name, version.version)}: the version has no run to log the ONNX file in"
+        )
     artifact = f"{task}-v{version.version}{onnx_runtime.SUFFIX}"
     with tempfile.TemporaryDirectory(prefix="facelab-onnx-log-") as tmp:  # the artifact's own file name
         named = Path(tmp) / artifact

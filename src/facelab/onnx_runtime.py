@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab import model_uris
 from facelab.analysis import FaceAnalysis
 from facelab.errors import FacelabError
 
@@ -133,37 +134,17 @@ class OnnxFaceAnalyzer(FaceAnalysis):
 # --- finding the files -------------------------------------------------------------------------
 
 
-def is_local(uri: str | None) -> bool:
-    return uri is not None and uri.endswith(SUFFIX) and "://" not in uri and not uri.startswith("models:")
-
-
 def _local(path: str) -> str:
     if not Path(path).is_file():
         raise FacelabError(f"{path}: no such ONNX file")
     return path
 
 
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """``models:/name@alias`` -> (name, alias, None); ``models:/name/3`` -> (name, None, "3")."""
-    if not uri.startswith("models:/"):
-        raise FacelabError(
-            f"{uri}: give a local .onnx file or a registry URI models:/<name>@<alias> or models:/<name>/<version>"
-        )
-    rest = uri[len("models:/") :].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        return name, alias, None
-    name, _, version = rest.rpartition("/")
-    if not name or not version.isdigit():
-        raise FacelabError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return name, None, version
-
-
 def registry_onnx(uri: str, folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
     """Download the ONNX twin of the Keras version ``uri`` into ``folder``: its path, and the version's tags."""
     from facelab import tracking
 
-    name, alias, number = parse_model_uri(uri)
+    name, alias, number = model_uris.parse(uri)
     try:
         version = tracking.get_version(name, alias, number)
     except FacelabError:
@@ -199,19 +180,19 @@ def load_onnx_analyzer(
     else ``data.emotion.classes``.
     """
     names = params["tracking"]
-    keypoints_model = keypoints_model or f"models:/{names['keypoints_model']}@champion"
-    emotion_model = emotion_model or f"models:/{names['emotion_model']}@champion"
-    if not (is_local(keypoints_model) and is_local(emotion_model)):
+    keypoints_model = keypoints_model or model_uris.alias_uri(names["keypoints_model"])
+    emotion_model = emotion_model or model_uris.alias_uri(names["emotion_model"])
+    if not all(model_uris.is_local(uri, SUFFIX) for uri in (keypoints_model, emotion_model)):
         from facelab import tracking
 
         tracking.connect(names["experiment"])
     with tempfile.TemporaryDirectory(prefix="facelab-onnx-") as tmp:  # the sessions hold the graphs in memory
         tags: dict[str, str] = {}
-        if is_local(keypoints_model):
+        if model_uris.is_local(keypoints_model, SUFFIX):
             kp_path = _local(keypoints_model)
         else:
             kp_path, _ = registry_onnx(keypoints_model, Path(tmp) / "keypoints")
-        if is_local(emotion_model):
+        if model_uris.is_local(emotion_model, SUFFIX):
             em_path = _local(emotion_model)
         else:
             em_path, tags = registry_onnx(emotion_model, Path(tmp) / "emotion")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from facelab import photos
+from facelab import model_uris, photos
 from facelab.atomic import atomic_path, write_json
 from facelab.errors import FacelabError
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # imports TensorFlow: only load_analyzer does, so that the ON
     from facelab.analyzer import FaceAnalyzer
 
 BATCH_FACES = 64
+KERAS_SUFFIX = ".keras"
 PROGRESS_MIN_PHOTOS = 4  # a progress bar on stderr from this many photos on
 ANNOTATED_SUFFIX, JSON_SUFFIX = ".annotated.jpg", ".json"
 JPEG_QUALITY = 92
@@ -249,11 +250,11 @@ def load_analyzer(
     from facelab.analyzer import FaceAnalyzer
 
     names = params["tracking"]
-    if not (_is_local(keypoints_model) and _is_local(emotion_model)):
+    if not all(model_uris.is_local(uri, KERAS_SUFFIX) for uri in (keypoints_model, emotion_model)):
         tracking.connect(names["experiment"])
-    keypoints = _load_model(keypoints_model or tracking.alias_uri(names["keypoints_model"]))
+    keypoints = _load_model(keypoints_model or model_uris.alias_uri(names["keypoints_model"]))
     if emotion_model is None:
-        uri = tracking.alias_uri(names["emotion_model"])
+        uri = model_uris.alias_uri(names["emotion_model"])
         emotion = _load_model(uri)
         if classes is None:
             try:
@@ -272,14 +273,10 @@ def load_analyzer(
     return FaceAnalyzer(keypoints, emotion, classes)
 
 
-def _is_local(uri: str | None) -> bool:
-    return uri is not None and uri.endswith(".keras") and "://" not in uri and not uri.startswith("models:")
-
-
 def _load_model(uri: str):
     from facelab import inference, tracking
 
-    if _is_local(uri):
+    if model_uris.is_local(uri, KERAS_SUFFIX):
         if not Path(uri).is_file():
             raise FacelabError(f"{uri}: no such model file")
         try:

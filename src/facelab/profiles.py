@@ -94,7 +94,20 @@ def apply_profile(profile: str | Path, params_file: str | Path = "params.yaml") 
     """
     yaml = YAML()
     yaml.preserve_quotes = True
-    profile, params_file = Path(profile), Path(params_file)
+    params_file = Path(params_file)
+    params = _with_profile(Path(profile), params_file, yaml)
+    with atomic_path(params_file, suffix=".yaml") as tmp:
+        with open(tmp, "w") as fh:
+            yaml.dump(params, fh)
+
+
+def applied_params(profile: str | Path, params_file: str | Path = "params.yaml") -> dict:
+    """``params_file``'s parameters with ``profile`` applied, as ``apply_profile`` would write them (in memory)."""
+    return _plain(_with_profile(Path(profile), Path(params_file), YAML(typ="safe")))
+
+
+def _with_profile(profile: Path, params_file: Path, yaml: YAML) -> dict:
+    """``params_file`` read by ``yaml``, ``profile``'s layers merged in, ``profile`` recorded; validated."""
     layers = _layers(profile, yaml)
     params = _read_yaml(params_file, yaml, "parameter file")
     for source, overrides in layers:
@@ -104,9 +117,7 @@ def apply_profile(profile: str | Path, params_file: str | Path = "params.yaml") 
     else:
         params[PROFILE_KEY] = profile.stem  # keeps the line's comment
     validate_params(_plain(params), params_file)
-    with atomic_path(params_file, suffix=".yaml") as tmp:
-        with open(tmp, "w") as fh:
-            yaml.dump(params, fh)
+    return params
 
 
 def _plain(node):

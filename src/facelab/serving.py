@@ -43,7 +43,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import facelab
-from facelab import tracking
+from facelab import model_uris, tracking
 from facelab.analyzer import FaceAnalyzer
 from facelab.errors import FacelabError
 from facelab.predict import analyse_encoded
@@ -134,7 +134,7 @@ def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path, alias:
         try:
             versions[task] = int(tracking.get_version(name, alias).version)
         except Exception as exc:  # MLflow's not-found error: say which model has no such version
-            raise FacelabError(f"models:/{name}@{alias}: no such model version: {exc}") from None
+            raise FacelabError(f"{model_uris.alias_uri(name, alias)}: no such model version: {exc}") from None
     return fetch_versions({"keypoints": keypoints_name, "emotion": emotion_name}, versions, folder)
 
 
@@ -152,15 +152,15 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
         except Exception:  # MLflow's not-found error
             where = f" (named in {source})" if source else ""
             raise FacelabError(
-                f"models:/{name}/{versions[task]}{where}: no such model version in "
+                f"{model_uris.version_uri(name, versions[task])}{where}: no such model version in "
                 f"{tracking.tracking_uri()}: rerun evaluate (dvc repro -f evaluate)"
             ) from None
     classes = found["emotion"].tags.get("classes")
     if not classes:
-        raise FacelabError(f"models:/{names['emotion']}/{versions['emotion']}: no 'classes' tag")
+        raise FacelabError(f"{model_uris.version_uri(names['emotion'], versions['emotion'])}: no 'classes' tag")
     folders = {}
     for task, name in names.items():
-        uri = f"models:/{name}/{versions[task]}"
+        uri = model_uris.version_uri(name, versions[task])
         folders[task] = tracking.download(uri, Path(folder) / task, "download model")
     return Champions(dict(names), {task: int(v) for task, v in versions.items()}, folders, classes.split(","))
 

@@ -42,8 +42,8 @@ from mlflow.exceptions import MlflowException, RestException
 from facelab import provenance
 from facelab.config import flatten, workspace_root
 from facelab.errors import FacelabError
+from facelab.model_uris import CANDIDATE, CHAMPION
 
-CANDIDATE, CHAMPION = "candidate", "champion"
 # Version tag: which model file a version is (the champion rules' tags are in facelab.champions).
 MODEL_MD5_TAG = "facelab.model_md5"  # md5 of the models/*.keras file the version was logged from
 FINGERPRINT_CHARS = 16  # hex characters kept of a data set's hash (dataset digests, champions' fingerprints)
@@ -583,7 +583,3 @@ def load_keras(model_uri: str):
 def version_tags(name: str, alias: str = CHAMPION) -> dict[str, str]:
     """The tags of the version that holds ``alias`` (e.g. the emotion model's class list)."""
     return dict(get_version(name, alias).tags)
-
-
-def alias_uri(name: str, alias: str = CHAMPION) -> str:
-    return f"models:/{name}@{alias}"

@@ -12,7 +12,7 @@ import yaml
 
 from facelab.cli import main
 from facelab.config import flatten, load_params
-from facelab.profiles import apply_profile, resolve_profile, set_arguments
+from facelab.profiles import applied_params, apply_profile, resolve_profile, set_arguments
 from tests.code.bad_files import NOT_A_MAPPING, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,8 +27,10 @@ def test_there_are_profiles():
 def test_a_profile_applies_to_params_yaml_and_validates(profile, tmp_path):
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
+    in_memory = applied_params(profile, params)  # what benchmarks read without writing params.yaml
     apply_profile(profile, params)  # raises FacelabError naming the parameter when a value is wrong
     applied = load_params(params)
+    assert in_memory == applied
     sets = set_arguments(profile)
     assert sets and all(flag == "-S" for flag in sets[::2])
     for name_value in sets[1::2]:

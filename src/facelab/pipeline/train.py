@@ -37,7 +37,7 @@ from facelab.config import METRICS_DIR, PLOTS_DIR
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_IMAGE_SIZE
 from facelab.metrics import emotion_scores, keypoint_rmse
-from facelab.model import build_emotion_model, build_keypoint_model
+from facelab.model import build_emotion_model_from, build_keypoint_model_from
 from facelab.model_files import save_model
 
 if TYPE_CHECKING:
@@ -318,14 +318,7 @@ def run_keypoints(params: dict) -> dict:
     with _training_stage("train_keypoints", params, _keypoint_data) as setup:
         cfg, train, val = setup.cfg, setup.train, setup.val
         with setup.strategy.scope():
-            model = build_keypoint_model(
-                KEYPOINT_IMAGE_SIZE,
-                width=cfg["width"],
-                stem=cfg["stem"],
-                dropout=cfg["dropout"],
-                head=cfg["head"],
-                zero_init=cfg["zero_init_residual"],
-            )
+            model = build_keypoint_model_from(cfg, KEYPOINT_IMAGE_SIZE)
         job = setup.job(
             model,
             training.KEYPOINT_LOSSES[cfg["loss"]],
@@ -370,17 +363,7 @@ def run_emotion(params: dict) -> dict:
         num_classes = len(classes)
         input_size = int(train["images"].shape[1])
         with setup.strategy.scope():
-            model = build_emotion_model(
-                num_classes,
-                input_size=input_size,
-                image_size=cfg["image_size"],
-                crop=cfg["crop"],
-                width=cfg["width"],
-                stem=cfg["stem"],
-                dropout=cfg["dropout"],
-                zero_init=cfg["zero_init_residual"],
-                head=cfg["head"],
-            )
+            model = build_emotion_model_from(cfg, num_classes, input_size)
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
         datasets = setup.datasets(
