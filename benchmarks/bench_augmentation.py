@@ -46,8 +46,8 @@ def pipeline(kind: str, images: np.ndarray, labels: np.ndarray):
     import keras
     import tensorflow as tf
 
-    from facelab import training
-    from facelab.augmentation import emotion_augmenter
+    from facelab.data.augmentation import emotion_augmenter
+    from facelab.nn import training
 
     keras.utils.set_random_seed(SEED)
     if kind == "no augmentation":

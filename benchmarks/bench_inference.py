@@ -49,7 +49,7 @@ def make_photo(path: Path, faces: list[np.ndarray], seed: int) -> None:
 
 
 def use_xla(model, enabled: bool) -> None:
-    """Replace the tf.function that facelab.inference caches on the model (with or without jit_compile)."""
+    """Replace the tf.function that facelab.nn.inference caches on the model (with or without jit_compile)."""
     import tensorflow as tf
 
     model._facelab_infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True, jit_compile=enabled)
@@ -77,11 +77,11 @@ def main() -> int:
 
     import tensorflow as tf
 
-    from facelab import photos
-    from facelab.analyzer import FaceAnalyzer
     from facelab.config import load_params
-    from facelab.model import build_emotion_model, build_keypoint_model
-    from facelab.predict import analyse_images
+    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
+    from facelab.serve import photos
+    from facelab.serve.keras_runtime import FaceAnalyzer
+    from facelab.serve.predict_command import analyse_images
 
     params = load_params(REPO / "params.yaml")
     kp_cfg, em_cfg = params["train_keypoints"], params["train_emotion"]

@@ -38,12 +38,12 @@ def build(task: str, faces: int):
     """(compiled model, finite shuffled training dataset) for ``task``."""
     import keras
 
-    from facelab import devices, training
-    from facelab.augmentation import emotion_augmenter
-    from facelab.model import build_emotion_model, build_keypoint_model
+    from facelab.data.augmentation import emotion_augmenter
+    from facelab.nn import distributed, training
+    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
 
     rng = np.random.default_rng(SEED)
-    devices.set_precision("auto")
+    distributed.set_precision("auto")
     optimizer = training.make_optimizer(1e-3, "cosine", 1e-4, 1000)
     if task == "emotion":
         images = rng.integers(0, 255, (faces, 48, 48), dtype=np.uint8)

@@ -6,7 +6,7 @@ Run from the repository root (the real data lives in ../shared/data beside it):
 
 For each data set it takes the best of 3 runs of
 
-* facelab: ``loaders.read_fer_csv`` / ``loaders.read_keypoints_csv`` on the file, and
+* facelab: ``readers.read_fer_csv`` / ``readers.read_keypoints_csv`` on the file, and
 * naive: the same pandas read (``pd.read_csv(path, dtype={pixel column: object})``) followed by
   ``np.array(s.split(), dtype=np.uint8)`` for every row (and the same float/label columns),
 
@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO / "src"))
 import goals  # noqa: E402  (benchmarks/goals.py)
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
-from facelab import loaders  # noqa: E402
 from facelab.config import SHARED_DATA  # noqa: E402
+from facelab.data import readers  # noqa: E402
 from facelab.formats import KEYPOINT_COLUMNS  # noqa: E402
 
 DATA = REPO / SHARED_DATA
@@ -98,7 +98,7 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share these cores)")
     results = []
     # FER first, so the peak RSS below is facelab's parse, not the naive one.
-    run = lambda: loaders.read_fer_csv(FER_FILE)  # noqa: E731
+    run = lambda: readers.read_fer_csv(FER_FILE)  # noqa: E731
     fer_time, fer = best_of(run)
     fer_cpu = CPU_SECONDS[run]
     rss_fer = peak_rss_mib()
@@ -121,7 +121,7 @@ def main() -> int:
             ("ytf-keypoints train+val (.csv.gz)", joined),
             ("ytf-keypoints train+val (plain .csv)", plain),
         ):
-            run = lambda: loaders.read_keypoints_csv(path)  # noqa: E731
+            run = lambda: readers.read_keypoints_csv(path)  # noqa: E731
             kp_time, data = best_of(run)
             naive_time, naive = best_of(lambda: naive_keypoints(path))
             assert np.array_equal(naive[0], data.images)

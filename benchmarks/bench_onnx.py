@@ -5,9 +5,9 @@
     python benchmarks/bench_onnx.py --keypoints-model keypoints.keras --emotion-model emotion.keras
 
 The models are built as the profiles' training builds and saves them (ResNet-18 with the profile's width,
-stem and head, wrapped in its test-time averaging: ``facelab.tta``), untrained: the cost and the file
+stem and head, wrapped in its test-time averaging: ``facelab.nn.tta``), untrained: the cost and the file
 sizes do not depend on the weights' values. Or pass two saved ``.keras`` files (e.g. the champions).
-Each is exported with ``facelab.onnx_export`` (checked against Keras on test faces as
+Each is exported with ``facelab.serve.onnx_export`` (checked against Keras on test faces as
 ``facelab export onnx`` does) and both are timed on the same 96x96 face crops:
 
 * Keras: ``FaceAnalyzer`` (``inference.predict``: the model's call in a cached ``tf.function``);
@@ -52,9 +52,9 @@ def build_models(keypoints_profile: str, emotion_profile: str, folder: Path) -> 
     """The two models as the profiles' training saves them (untrained), as .keras files."""
     import keras
 
-    from facelab import tta
     from facelab.formats import EMOTION_IMAGE_SIZE, KEYPOINT_IMAGE_SIZE
-    from facelab.model import build_emotion_model_from, build_keypoint_model_from
+    from facelab.nn import tta
+    from facelab.nn.resnet import build_emotion_model_from, build_keypoint_model_from
 
     keras.utils.set_random_seed(0)
     kp = profile_params(keypoints_profile)["train_keypoints"]
@@ -95,8 +95,10 @@ def main() -> int:
     import tensorflow as tf
     import tf2onnx
 
-    from facelab import inference, onnx_export, onnx_runtime, synthetic
-    from facelab.analyzer import FaceAnalyzer
+    from facelab.data import synthetic
+    from facelab.nn import inference
+    from facelab.serve import onnx_export, onnx_runtime
+    from facelab.serve.keras_runtime import FaceAnalyzer
 
     load_start = os.getloadavg()
     started = time.perf_counter()

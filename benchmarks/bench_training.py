@@ -16,7 +16,7 @@ emotion recipe trained it: 48x48 faces resized to 96x96 inside the model):
   numpy (the same images per epoch as facelab's ``augment`` stage writes); for emotion a
   ``keras.utils.PyDataset`` (default settings: one worker, the main thread) flips and shifts every
   batch in numpy (Keras 3 has no ImageDataGenerator).
-* facelab: what ``facelab.pipeline.train`` does: ``devices.set_precision("auto")`` (mixed_bfloat16 on a CPU
+* facelab: what ``facelab.pipeline.train`` does: ``distributed.set_precision("auto")`` (mixed_bfloat16 on a CPU
   with AVX512_BF16/AMX, mixed_float16 on a GPU, else float32), ``training.make_dataset`` over uint8
   arrays (emotion: with ``augment.emotion_augmenter`` from params.yaml and per-sample class weights),
   AdamW with the cosine schedule, ``training.masked_mse`` / categorical cross-entropy.
@@ -205,9 +205,10 @@ def _faces_needed(batch: int, steps: int, per_face: int = 1) -> int:
 def keypoint_variants(params: dict, steps: int):
     import keras
 
-    from facelab import devices, synthetic, training
-    from facelab.augmentation import expand_keypoint_training_set
-    from facelab.model import build_keypoint_model
+    from facelab.data import synthetic
+    from facelab.data.augmentation import expand_keypoint_training_set
+    from facelab.nn import distributed, training
+    from facelab.nn.resnet import build_keypoint_model
 
     cfg, aug = params["train_keypoints"], dict(params["augment"]["keypoints"])
     copies = aug.pop("copies")
@@ -221,7 +222,7 @@ def keypoint_variants(params: dict, steps: int):
     x = images.astype(np.float32)[..., None]  # the classic float32 array in memory
     plain_fit = ((x, points), {"batch_size": batch, "shuffle": True})
 
-    policy = devices.set_precision("auto")
+    policy = distributed.set_precision("auto")
     ours = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
     ours.compile(
         optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
@@ -243,9 +244,10 @@ def keypoint_variants(params: dict, steps: int):
 def emotion_variants(params: dict, steps: int, image_size: int = 48):
     import keras
 
-    from facelab import devices, synthetic, training
-    from facelab.augmentation import emotion_augmenter
-    from facelab.model import build_emotion_model
+    from facelab.data import synthetic
+    from facelab.data.augmentation import emotion_augmenter
+    from facelab.nn import distributed, training
+    from facelab.nn.resnet import build_emotion_model
     from facelab.pipeline.train import class_weights
 
     cfg = params["train_emotion"]
@@ -259,7 +261,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     plain_ds = _plain_emotion_dataset(images, one_hot, batch, SEED)
 
-    policy = devices.set_precision("auto")
+    policy = distributed.set_precision("auto")
     ours = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
     ours.compile(
         optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),

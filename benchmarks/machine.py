@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from facelab.provenance import cpu_model
+from facelab.tracking.provenance import cpu_model
 
 __all__ = ["cpu_model"]

@@ -5,7 +5,7 @@
         --classes anger,disgust,fear,happiness,sadness,surprise,neutral --out docs/results/demo.png
 
 Serves the page on 127.0.0.1 (``demo.serve``, as ``facelab demo`` does), uploads the photo in a
-headless Chromium (Playwright; ``--chromium``, else ``facelab.browser``'s choice), waits for the answer
+headless Chromium (Playwright; ``--chromium``, else ``facelab.serve.browser``'s choice), waits for the answer
 and saves the whole page.
 """
 
@@ -37,9 +37,9 @@ def main() -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from facelab import demo
-    from facelab.browser import launch
     from facelab.config import load_params
+    from facelab.serve import demo
+    from facelab.serve.browser import launch
 
     photo = args.photo
     if photo is None:

@@ -15,8 +15,8 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from facelab import cluster
 from facelab.config import load_params
+from facelab.nn import tf_config
 from facelab.runner import EXIT_ERROR, guarded
 
 
@@ -64,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", metavar="FILE", help="also write the Markdown report to FILE")
     p.add_argument("--strict", action="store_true", help="exit 2 when the baseline has no metrics")
-    p.set_defaults(handler=lambda a: __import__("facelab.gate").gate.run(a.baseline, a.params, a.out, a.strict))
+    p.set_defaults(
+        handler=lambda a: __import__("facelab.reports.gate").reports.gate.run(a.baseline, a.params, a.out, a.strict)
+    )
     p = sub.add_parser("workers-config", help="TF_CONFIG of one worker of a multi-worker training (docs/devices.md)")
-    cluster.add_arguments(p)
-    p.set_defaults(handler=lambda a: print(cluster.render(a.hosts, a.index, a.export)))
+    tf_config.add_arguments(p)
+    p.set_defaults(handler=lambda a: print(tf_config.render(a.hosts, a.index, a.export)))
     p = sub.add_parser(
         "results", help="the results table (Markdown) and accuracy-vs-minutes picture from the MLflow store"
     )
@@ -127,16 +129,16 @@ def _load_analyzer(args):
     which imports no TensorFlow (``onnx_runtime.load_onnx_analyzer``)."""
     params, classes = load_params(args.params), _classes(args)
     if args.runtime == "onnx":
-        from facelab.onnx_runtime import load_onnx_analyzer
+        from facelab.serve.onnx_runtime import load_onnx_analyzer
 
         return load_onnx_analyzer(params, args.keypoints_model, args.emotion_model, classes)
-    from facelab.predict import load_analyzer
+    from facelab.serve.predict_command import load_analyzer
 
     return load_analyzer(params, args.keypoints_model, args.emotion_model, classes)
 
 
 def _cmd_predict(args) -> int:
-    from facelab.predict import analyse_photos, output_paths
+    from facelab.serve.predict_command import analyse_photos, output_paths
 
     analyzer = _load_analyzer(args)
     records = analyse_photos(args.photos, analyzer, args.out)
@@ -151,7 +153,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_demo(args) -> None:
-    from facelab.demo import serve
+    from facelab.serve.demo import serve
 
     serve(
         load_params(args.params),
@@ -166,13 +168,13 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_export_onnx(args) -> None:
-    from facelab.onnx_export import export_champions, summary
+    from facelab.serve.onnx_export import export_champions, summary
 
     print(summary(export_champions(load_params(args.params), args.out, log=not args.no_log)))
 
 
 def _cmd_results(args) -> None:
-    from facelab.results import run
+    from facelab.reports.results import run
 
     experiment = args.experiment or load_params(args.params)["tracking"]["experiment"]
     run(experiment, args.out, args.all, args.evaluated)

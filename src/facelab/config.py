@@ -134,7 +134,7 @@ def _train_schema() -> dict[str, tuple]:
         "weight_decay_on": _choice("all", "kernels"),
         # momentum of the weights' moving average (0 = off); 1 would never move
         "ema": (lambda v: _is_num(v) and 0 <= v < 1, "a number >= 0 and < 1"),
-        # sharpness-aware minimisation (facelab.sam): radius (0 = off), in the last N epochs (0 = all)
+        # sharpness-aware minimisation (facelab.nn.sam): radius (0 = off), in the last N epochs (0 = all)
         "sam_rho": _num(0.0, 1.0),
         "sam_epochs": _int(0, 10000),
         "dropout": _num(0.0, 0.95),
@@ -146,7 +146,7 @@ def _train_schema() -> dict[str, tuple]:
         "precision": PRECISION,
         "resume": BOOL,
         "early_stopping_patience": _int(0),
-        # test-time averaging baked into the saved model (facelab.tta): mirror image, and 4 shifts of s px
+        # test-time averaging baked into the saved model (facelab.nn.tta): mirror image, and 4 shifts of s px
         "tta": {"flip": BOOL, "shift_px": _int(0, 16)},
     }
 

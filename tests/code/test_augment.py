@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from facelab.augmentation import augment_keypoint_faces, flip_images, flip_keypoints
+from facelab.data.augmentation import augment_keypoint_faces, flip_images, flip_keypoints
 from facelab.formats import FLIP_PERMUTATION, KEYPOINT_NAMES
 
 

@@ -1,4 +1,5 @@
-"""TF_CONFIG from a host list (facelab.cluster) and the line a worker that never joined ends with (facelab.devices)."""
+"""TF_CONFIG from a host list (facelab.nn.tf_config) and the line a worker that never joined ends with
+(facelab.nn.distributed)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import sys
 
 import pytest
 
-from facelab import cluster
 from facelab.errors import FacelabError
+from facelab.nn import tf_config
 from tests.conftest import REPO
 
 
 def test_tf_config_names_the_cluster_and_this_worker():
-    assert cluster.tf_config("a:12345, b:12345", 1) == {
+    assert tf_config.tf_config("a:12345, b:12345", 1) == {
         "cluster": {"worker": ["a:12345", "b:12345"]},
         "task": {"type": "worker", "index": 1},
     }
-    assert cluster.tf_config(["[::1]:5000"], 0)["cluster"]["worker"] == ["[::1]:5000"]
+    assert tf_config.tf_config(["[::1]:5000"], 0)["cluster"]["worker"] == ["[::1]:5000"]
 
 
 @pytest.mark.parametrize(
@@ -36,19 +37,21 @@ def test_tf_config_names_the_cluster_and_this_worker():
 )
 def test_bad_hosts_or_index_are_one_line(hosts, index, error):
     with pytest.raises(FacelabError, match=error.replace("(", r"\(").replace(")", r"\)")):
-        cluster.tf_config(hosts, index)
+        tf_config.tf_config(hosts, index)
 
 
 def test_the_chief_is_the_first_host():
-    from facelab import devices
+    from facelab.nn import distributed
 
-    config = cluster.tf_config("a:1,b:1,c:1", 0)
-    chiefs = [devices.is_chief_task("worker", i, config["cluster"]) for i in range(len(config["cluster"]["worker"]))]
+    config = tf_config.tf_config("a:1,b:1,c:1", 0)
+    chiefs = [
+        distributed.is_chief_task("worker", i, config["cluster"]) for i in range(len(config["cluster"]["worker"]))
+    ]
     assert chiefs == [True, False, False]
 
 
 def test_command_line_prints_json_or_an_export_line():
-    cmd = [sys.executable, "-m", "facelab.cluster", "--hosts", "h1:12345,h2:12345", "--index", "1"]
+    cmd = [sys.executable, "-m", "facelab.nn.tf_config", "--hosts", "h1:12345,h2:12345", "--index", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert json.loads(out)["task"] == {"type": "worker", "index": 1}
     line = subprocess.run([*cmd, "--export"], capture_output=True, text=True, check=True, cwd=REPO).stdout
@@ -59,7 +62,7 @@ def test_command_line_prints_json_or_an_export_line():
 
 
 def test_a_missing_worker_is_named_from_tensorflows_barrier_message():
-    from facelab import devices
+    from facelab.nn import distributed
 
     # the chief's DeadlineExceededError when worker 1 never registered (TensorFlow 2.21, measured)
     message = (
@@ -69,5 +72,5 @@ def test_a_missing_worker_is_named_from_tensorflows_barrier_message():
         "/job:worker/replica:0/task:1\n\n\nRPC: /tensorflow.CoordinationService/RegisterTask"
     )
     workers = {"worker": ["a:1", "b:2", "c:3"]}
-    assert devices._missing_workers(message, workers, ("worker", 0)) == "worker 1 (b:2)"
-    assert devices._missing_workers("Deadline Exceeded", workers, ("worker", 1)) == ""  # the leader never answered
+    assert distributed._missing_workers(message, workers, ("worker", 0)) == "worker 1 (b:2)"
+    assert distributed._missing_workers("Deadline Exceeded", workers, ("worker", 1)) == ""  # the leader never answered

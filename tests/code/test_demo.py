@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from facelab import demo, predict
+from facelab.serve import demo, predict_command
 from tests.code.test_photos import _bomb_png
 from tests.e2e.test_serve import _photo
 
@@ -18,8 +18,8 @@ CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
 def analyzer():
     import keras
 
-    from facelab.analyzer import FaceAnalyzer
-    from facelab.model import build_emotion_model, build_keypoint_model
+    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
+    from facelab.serve.keras_runtime import FaceAnalyzer
 
     keras.utils.set_random_seed(0)
     return FaceAnalyzer(build_keypoint_model(width=16), build_emotion_model(len(CLASSES), width=16), CLASSES)
@@ -32,7 +32,9 @@ def photo(tmp_path_factory):
 
 def test_a_photo_gives_predicts_record_its_picture_table_and_status(analyzer, photo):
     picture, status, table, record = demo.respond(analyzer, {"path": str(photo), "orig_name": "two-faces.jpg"})
-    [expected] = predict.analyse_images([("two-faces.jpg", lambda: predict.photos.read_photo(photo))], analyzer)
+    [expected] = predict_command.analyse_images(
+        [("two-faces.jpg", lambda: predict_command.photos.read_photo(photo))], analyzer
+    )
     assert record == expected  # exactly facelab predict's record
     assert len(record["faces"]) == 2
     assert picture.shape == (480, 720, 3) and picture.dtype == np.uint8
@@ -48,8 +50,8 @@ def test_the_picture_is_predicts_annotated_photo(analyzer, photo):
     import cv2
 
     record, picture = demo.analyse_bytes(photo.read_bytes(), "p.jpg", analyzer)
-    gray = predict.photos.read_photo(photo)
-    assert np.array_equal(picture, cv2.cvtColor(predict.annotate(gray, record), cv2.COLOR_BGR2RGB))
+    gray = predict_command.photos.read_photo(photo)
+    assert np.array_equal(picture, cv2.cvtColor(predict_command.annotate(gray, record), cv2.COLOR_BGR2RGB))
 
 
 def test_a_large_photo_is_shown_smaller_but_measured_in_photo_pixels(analyzer, tmp_path):

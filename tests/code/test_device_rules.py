@@ -1,4 +1,4 @@
-"""facelab.devices' rules without a cluster: who is chief, batch and learning rate per replica, sharding,
+"""facelab.nn.distributed' rules without a cluster: who is chief, batch and learning rate per replica, sharding,
 where a non-chief worker writes. (Training on two devices and two workers: tests/e2e/test_devices.py.)"""
 
 import json
@@ -7,7 +7,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from facelab import devices  # noqa: E402
+from facelab.nn import distributed  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -21,16 +21,16 @@ from facelab import devices  # noqa: E402
     ],
 )
 def test_the_chief_is_task_chief_or_worker_0(task_type, task_id, cluster, chief):
-    assert devices.is_chief_task(task_type, task_id, cluster) is chief
+    assert distributed.is_chief_task(task_type, task_id, cluster) is chief
 
 
 def test_tf_config_without_a_cluster_is_no_cluster(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert devices.cluster_config() is None
+    assert distributed.cluster_config() is None
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {}, "task": {}}))
-    assert devices.cluster_config() is None
+    assert distributed.cluster_config() is None
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}))
-    assert devices.cluster_config()["cluster"] == {"worker": ["a:1"]}
+    assert distributed.cluster_config()["cluster"] == {"worker": ["a:1"]}
 
 
 class Replicas:
@@ -42,18 +42,18 @@ class Replicas:
 
 def test_one_replica_keeps_params_batch_lr_and_dataset():
     one = tf.distribute.get_strategy()
-    assert devices.global_batch_size(32, one) == 32
-    assert devices.scaled_learning_rate(0.001, one) == 0.001
+    assert distributed.global_batch_size(32, one) == 32
+    assert distributed.scaled_learning_rate(0.001, one) == 0.001
     dataset = tf.data.Dataset.range(4)
-    assert devices.shard_by_data(dataset, one) is dataset
-    assert devices.is_chief(one)
+    assert distributed.shard_by_data(dataset, one) is dataset
+    assert distributed.is_chief(one)
 
 
 def test_several_replicas_scale_batch_and_lr_and_shard_by_data():
     four = Replicas(4)
-    assert devices.global_batch_size(32, four) == 128
-    assert devices.scaled_learning_rate(0.001, four) == pytest.approx(0.004)
-    sharded = devices.shard_by_data(tf.data.Dataset.range(4), four)
+    assert distributed.global_batch_size(32, four) == 128
+    assert distributed.scaled_learning_rate(0.001, four) == pytest.approx(0.004)
+    sharded = distributed.shard_by_data(tf.data.Dataset.range(4), four)
     assert sharded.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
 
 
@@ -61,21 +61,21 @@ def test_a_non_chief_worker_writes_to_a_private_copy_removed_at_the_end(tmp_path
     shared = tmp_path / "checkpoints" / "train_keypoints-abc"
     (shared / "backup").mkdir(parents=True)
     (shared / "backup" / "state.json").write_text("{}")
-    assert devices.worker_folder(shared, chief=True) == shared
-    private = devices.worker_folder(shared, chief=False)
+    assert distributed.worker_folder(shared, chief=True) == shared
+    private = distributed.worker_folder(shared, chief=False)
     assert private != shared and not private.is_relative_to(tmp_path)
     assert (private / "backup" / "state.json").exists()  # resumes from the chief's state when it sees it
     (private / "history.csv").write_text("epoch\n")
-    devices.release_worker_folder(private, chief=False)
+    distributed.release_worker_folder(private, chief=False)
     assert not private.parent.exists()
     assert sorted(p.name for p in shared.rglob("*")) == ["backup", "state.json"]  # the chief's folder untouched
 
 
 def test_validation_faces_split_evenly_across_replicas():
-    assert devices.evenly_split(13, tf.distribute.get_strategy()) == 13  # one device: every face, as before
-    assert devices.evenly_split(13, Replicas(2)) == 12
-    assert devices.evenly_split(1000, Replicas(4)) == 1000
-    assert devices.evenly_split(3, Replicas(4)) == 0
+    assert distributed.evenly_split(13, tf.distribute.get_strategy()) == 13  # one device: every face, as before
+    assert distributed.evenly_split(13, Replicas(2)) == 12
+    assert distributed.evenly_split(1000, Replicas(4)) == 1000
+    assert distributed.evenly_split(3, Replicas(4)) == 0
 
 
 @pytest.mark.parametrize("option", ["ema", "sam_rho"])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from facelab import gate
 from facelab.cli import guarded
 from facelab.errors import FacelabError
+from facelab.reports import gate
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "facelab test",

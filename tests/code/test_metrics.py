@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from facelab.metrics import (
+from facelab.reports.scoring import (
     emotion_scores,
     keypoint_rmse,
     keypoint_rmse_per_point,

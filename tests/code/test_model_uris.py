@@ -1,11 +1,11 @@
-"""Registry URIs as facelab spells and reads them (``facelab.model_uris``), and model files told from URIs."""
+"""Registry URIs as facelab spells and reads them (``facelab.tracking.uris``), and model files told from URIs."""
 
 from __future__ import annotations
 
 import pytest
 
 from facelab.errors import FacelabError
-from facelab.model_uris import alias_uri, is_local, parse, version_uri
+from facelab.tracking.uris import alias_uri, is_local, parse, version_uri
 
 
 def test_the_uris_facelab_writes_parse_back():

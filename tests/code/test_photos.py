@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facelab import photos, predict
 from facelab.config import SHARED_DATA
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_COLUMNS, KEYPOINT_IMAGE_COLUMN, KEYPOINT_NAMES
+from facelab.serve import photos, predict_command
 
 YTF_VAL = Path(__file__).resolve().parents[2] / SHARED_DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
 CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
@@ -258,8 +258,8 @@ def test_bundled_face_cascade_loads():
 
 @pytest.fixture(scope="module")
 def analyzer():
-    from facelab.analyzer import FaceAnalyzer
-    from facelab.model import build_emotion_model, build_keypoint_model
+    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
+    from facelab.serve.keras_runtime import FaceAnalyzer
 
     return FaceAnalyzer(build_keypoint_model(width=16), build_emotion_model(len(CLASSES), width=16), CLASSES)
 
@@ -296,7 +296,7 @@ def test_faces_of_all_photos_share_batches(tmp_path, analyzer, fake_detector, mo
     monkeypatch.setattr(analyzer, "analyse", spy)
     counts = [3, 1, 0, 3, 1, 3]  # 11 faces in 6 photos
     paths = _photo_files(tmp_path, counts)
-    records = predict.analyse_photos(paths, analyzer, tmp_path / "out", batch_faces=4)
+    records = predict_command.analyse_photos(paths, analyzer, tmp_path / "out", batch_faces=4)
     assert calls == [4, 4, 3]  # ceil(11 / 4) model calls, not 11
     assert [len(r["faces"]) for r in records] == counts
     assert [r["photo"] for r in records] == [str(p) for p in paths]
@@ -314,8 +314,8 @@ def test_faces_of_all_photos_share_batches(tmp_path, analyzer, fake_detector, mo
 
 def test_same_records_with_one_face_per_batch(tmp_path, analyzer, fake_detector):
     paths = _photo_files(tmp_path, [3, 1])
-    big = predict.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 64)
-    small = predict.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 1)
+    big = predict_command.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 64)
+    small = predict_command.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 1)
     for a, b in zip(big, small):
         for fa, fb in zip(a["faces"], b["faces"]):
             assert fa["box"] == fb["box"] and fa["emotion"] == fb["emotion"]
@@ -327,7 +327,7 @@ def test_outputs_and_bad_photos(tmp_path, analyzer, fake_detector, capsys):
     paths = _photo_files(tmp_path, [1, 0])
     broken = tmp_path / "in" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 cut short")
-    records = predict.analyse_photos([paths[0], broken, paths[1]], analyzer, tmp_path / "out")
+    records = predict_command.analyse_photos([paths[0], broken, paths[1]], analyzer, tmp_path / "out")
     err = capsys.readouterr().err
     assert records[1] == {
         "photo": str(broken),
@@ -349,7 +349,7 @@ def test_outputs_and_bad_photos(tmp_path, analyzer, fake_detector, capsys):
 
 
 def test_output_names_do_not_collide():
-    outputs = predict.output_paths(["a/x.jpg", "b/x.png", "x.jpeg"], "out")
+    outputs = predict_command.output_paths(["a/x.jpg", "b/x.png", "x.jpeg"], "out")
     assert [j.name for _, j in outputs] == ["x.json", "x-2.json", "x-3.json"]
 
 

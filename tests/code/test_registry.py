@@ -8,7 +8,7 @@ import threading
 import pytest
 from mlflow import MlflowClient
 
-from facelab import champions, tracking
+from facelab.tracking import champions, store
 
 FIVE = champions.task_tags("testset-5", "anger,disgust,sadness,happiness,surprise", "48x48")
 SEVEN = champions.task_tags("testset-7", "anger,disgust,fear,happiness,sadness,surprise,neutral", "48x48")
@@ -21,7 +21,7 @@ def store_uri(tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        tracking.connect("facelab-test")
+        store.connect("facelab-test")
     return uri
 
 
@@ -31,9 +31,9 @@ def name(request) -> str:
 
 
 @pytest.fixture
-def store(store_uri, name, monkeypatch):
+def client(store_uri, name, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
-    tracking.connect("facelab-test")
+    store.connect("facelab-test")
     client = MlflowClient()
     client.create_registered_model(name)
     return client
@@ -47,62 +47,62 @@ def _champion(client: MlflowClient, name: str) -> int:
     return int(client.get_model_version_by_alias(name, "champion").version)
 
 
-def test_first_model_becomes_champion(store, name):
-    v1 = _new_version(store, name)
+def test_first_model_becomes_champion(client, name):
+    v1 = _new_version(client, name)
     decision = champions.promote(name, v1, "keypoints.rmse_px", 2.0, False, FIVE)
     assert decision["promoted"] and decision["rule"] == "first champion"
-    assert _champion(store, name) == v1
-    tags = store.get_model_version(name, str(v1)).tags
+    assert _champion(client, name) == v1
+    tags = client.get_model_version(name, str(v1)).tags
     assert tags["facelab.fingerprint"] == FIVE["facelab.fingerprint"]
     assert tags["facelab.test_set"] == "testset-5" and tags["facelab.input_size"] == "48x48"
 
 
-def test_worse_model_on_the_same_test_set_stays_out_and_says_why(store, name):
-    v1, v2 = _new_version(store, name), _new_version(store, name)
+def test_worse_model_on_the_same_test_set_stays_out_and_says_why(client, name):
+    v1, v2 = _new_version(client, name), _new_version(client, name)
     champions.promote(name, v1, "keypoints.rmse_px", 2.0, False, FIVE)
     decision = champions.promote(name, v2, "keypoints.rmse_px", 2.5, False, FIVE)
     assert not decision["promoted"] and decision["rule"] == "same task"
-    assert _champion(store, name) == v1
-    tags = store.get_model_version(name, str(v2)).tags
+    assert _champion(client, name) == v1
+    tags = client.get_model_version(name, str(v2)).tags
     assert tags["champion_decision"] == (
         "kept out (same task): keypoints.rmse_px 2.5 is worse than champion v1's 2 on the same task"
     )
     assert tags["test.keypoints.rmse_px"] == "2.5"
 
 
-def test_equal_or_better_model_on_the_same_test_set_takes_the_alias(store, name):
-    v1, v2, v3 = _new_version(store, name), _new_version(store, name), _new_version(store, name)
+def test_equal_or_better_model_on_the_same_test_set_takes_the_alias(client, name):
+    v1, v2, v3 = _new_version(client, name), _new_version(client, name), _new_version(client, name)
     champions.promote(name, v1, F1, 0.8, True, FIVE)
     assert champions.promote(name, v2, F1, 0.8, True, FIVE)["promoted"]  # a tie goes to the newer
     assert champions.promote(name, v3, F1, 0.9, True, FIVE)["promoted"]
-    assert _champion(store, name) == v3
+    assert _champion(client, name) == v3
 
 
-def test_a_model_on_another_test_set_is_not_compared_by_number(store, name):
+def test_a_model_on_another_test_set_is_not_compared_by_number(client, name):
     """The README's case: a 5-class model scoring 0.721 on synthetic faces must not keep out the
     7-class model scoring 0.626 on FER that the user just trained in the workspace."""
-    five, seven = _new_version(store, name), _new_version(store, name)
+    five, seven = _new_version(client, name), _new_version(client, name)
     champions.promote(name, five, F1, 0.721, True, FIVE)
     decision = champions.promote(name, seven, F1, 0.626, True, SEVEN)
     assert decision["promoted"] and decision["rule"] == "task changed"
     assert "test set, classes/keypoints changed" in decision["reason"]
-    assert _champion(store, name) == seven
-    assert store.get_model_version(name, str(seven)).tags["champion_decision"].startswith("promoted (task changed)")
+    assert _champion(client, name) == seven
+    assert client.get_model_version(name, str(seven)).tags["champion_decision"].startswith("promoted (task changed)")
     # From now on the 7-class task is compared like for like: a worse 7-class model stays out.
-    worse = _new_version(store, name)
+    worse = _new_version(client, name)
     assert not champions.promote(name, worse, F1, 0.60, True, SEVEN)["promoted"]
-    assert _champion(store, name) == seven
+    assert _champion(client, name) == seven
 
 
-def test_a_queued_experiment_cannot_switch_the_task_but_may_promote_within_it(store, name):
-    five, seven, better_five = _new_version(store, name), _new_version(store, name), _new_version(store, name)
+def test_a_queued_experiment_cannot_switch_the_task_but_may_promote_within_it(client, name):
+    five, seven, better_five = _new_version(client, name), _new_version(client, name), _new_version(client, name)
     champions.promote(name, five, F1, 0.70, True, FIVE)
     decision = champions.promote(name, seven, F1, 0.95, True, SEVEN, queued=True)
     assert not decision["promoted"] and decision["rule"] == "queued experiment"
     assert "dvc exp apply" in decision["reason"]
-    assert _champion(store, name) == five
+    assert _champion(client, name) == five
     assert champions.promote(name, better_five, F1, 0.75, True, FIVE, queued=True)["promoted"]
-    assert _champion(store, name) == better_five
+    assert _champion(client, name) == better_five
 
 
 def test_choose_champion_is_a_pure_function_of_the_tags():
@@ -119,13 +119,13 @@ def test_choose_champion_is_a_pure_function_of_the_tags():
     assert champions.choose_champion(versions, "nothing", F1, True) is None
 
 
-def test_two_racing_promotions_end_with_the_better_one(store, name):
+def test_two_racing_promotions_end_with_the_better_one(client, name):
     """Two threads promote at the same moment, each against the same old champion: whatever the
     interleaving, the better of the two ends as champion and the worse never stays."""
-    old = _new_version(store, name)
+    old = _new_version(client, name)
     champions.promote(name, old, F1, 0.5, True, FIVE)
     for round_ in range(4):
-        better, worse = _new_version(store, name), _new_version(store, name)
+        better, worse = _new_version(client, name), _new_version(client, name)
         value = 0.6 + round_ / 10
         barrier = threading.Barrier(2)
         errors = []
@@ -145,4 +145,6 @@ def test_two_racing_promotions_end_with_the_better_one(store, name):
         for thread in threads:
             thread.join(120)
         assert not errors, errors
-        assert _champion(store, name) == better, f"round {round_}: v{_champion(store, name)} is champion, not v{better}"
+        assert _champion(client, name) == better, (
+            f"round {round_}: v{_champion(client, name)} is champion, not v{better}"
+        )

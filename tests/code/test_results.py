@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facelab.results import markdown, panel_figure, tables
+from facelab.reports.results import markdown, panel_figure, tables
 
 
 def _runs() -> pd.DataFrame:

@@ -16,8 +16,8 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
-from facelab import tracking
 from facelab.cli import guarded
+from facelab.tracking import store
 
 
 def _wrapped(cause: BaseException) -> MlflowException:
@@ -49,7 +49,7 @@ def _wrapped(cause: BaseException) -> MlflowException:
     ids=["sqlite-locked", "refused", "timeout", "5xx-retries", "reset", "unavailable", "internal", "502"],
 )
 def test_transient_errors_are_recognised(exc):
-    assert tracking._is_transient(exc)
+    assert store._is_transient(exc)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_transient_errors_are_recognised(exc):
     ids=["not-found", "invalid", "401", "other"],
 )
 def test_lasting_errors_are_not_retried(exc):
-    assert not tracking._is_transient(exc)
+    assert not store._is_transient(exc)
     calls = []
 
     def fail():
@@ -74,12 +74,12 @@ def test_lasting_errors_are_not_retried(exc):
         raise exc
 
     with pytest.raises(type(exc)):
-        tracking.retry(fail)
+        store.retry(fail)
     assert len(calls) == 1
 
 
 def test_retry_waits_out_a_short_outage(monkeypatch):
-    monkeypatch.setattr(tracking, "RETRY_FIRST_DELAY_S", 0.01)
+    monkeypatch.setattr(store, "RETRY_FIRST_DELAY_S", 0.01)
     answers = iter([_wrapped(requests.exceptions.ConnectionError("refused"))] * 3 + ["ok"])
 
     def flaky():
@@ -88,7 +88,7 @@ def test_retry_waits_out_a_short_outage(monkeypatch):
             raise answer
         return answer
 
-    assert tracking.retry(flaky) == "ok"
+    assert store.retry(flaky) == "ok"
 
 
 def _closed_port() -> int:
@@ -102,7 +102,7 @@ def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("FACELAB_RETRY_BUDGET_S", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    assert guarded(lambda: tracking.connect("facelab-test")) == 1
+    assert guarded(lambda: store.connect("facelab-test")) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert re.match(
@@ -113,11 +113,11 @@ def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys):
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def client(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the workspace whose .facelab/ holds the open-run notes
-    tracking.connect("facelab-test")
+    store.connect("facelab-test")
     client = MlflowClient()
     client.create_registered_model("kp")
     return client
@@ -129,34 +129,34 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def test_a_run_abandoned_while_the_store_was_down_is_closed_by_the_next_stage(store, tmp_path):
-    experiment = store.get_experiment_by_name("facelab-test").experiment_id
-    abandoned = store.create_run(experiment).info.run_id
-    half = store.create_model_version("kp", source="file:///nowhere", run_id=abandoned)
-    whole = store.create_model_version("kp", source="file:///nowhere", run_id=abandoned)
-    store.set_registered_model_alias("kp", "champion", whole.version)  # (never so for a training run)
-    notes = tmp_path / tracking.OPEN_RUNS_DIR
+def test_a_run_abandoned_while_the_store_was_down_is_closed_by_the_next_stage(client, tmp_path):
+    experiment = client.get_experiment_by_name("facelab-test").experiment_id
+    abandoned = client.create_run(experiment).info.run_id
+    half = client.create_model_version("kp", source="file:///nowhere", run_id=abandoned)
+    whole = client.create_model_version("kp", source="file:///nowhere", run_id=abandoned)
+    client.set_registered_model_alias("kp", "champion", whole.version)  # (never so for a training run)
+    notes = tmp_path / store.OPEN_RUNS_DIR
     notes.mkdir(parents=True)
-    note = {"pid": _dead_pid(), "store": tracking.tracking_uri()}
+    note = {"pid": _dead_pid(), "store": store.tracking_uri()}
     (notes / f"{abandoned}.json").write_text(json.dumps(note))
 
-    with tracking.stage_run("evaluate", {"evaluate": {}}, "facelab-test"):
+    with store.stage_run("evaluate", {"evaluate": {}}, "facelab-test"):
         pass
 
-    assert store.get_run(abandoned).info.status == "FAILED"
-    assert [v.version for v in store.search_model_versions("name='kp'")] == [whole.version]
+    assert client.get_run(abandoned).info.status == "FAILED"
+    assert [v.version for v in client.search_model_versions("name='kp'")] == [whole.version]
     assert half.version != whole.version
     assert list(notes.iterdir()) == []
 
 
-def test_a_failed_stage_takes_its_versions_with_it(store):
+def test_a_failed_stage_takes_its_versions_with_it(client):
     with pytest.raises(RuntimeError):
-        with tracking.stage_run("train_keypoints", {}, "facelab-test") as run:
-            version = store.create_model_version("kp", source="file:///nowhere", run_id=run.info.run_id)
-            store.set_registered_model_alias("kp", "candidate", version.version)
+        with store.stage_run("train_keypoints", {}, "facelab-test") as run:
+            version = client.create_model_version("kp", source="file:///nowhere", run_id=run.info.run_id)
+            client.set_registered_model_alias("kp", "candidate", version.version)
             raise RuntimeError("training broke after registering")
-    assert store.search_model_versions("name='kp'") == []
-    [failed] = store.search_runs([store.get_experiment_by_name("facelab-test").experiment_id])
+    assert client.search_model_versions("name='kp'") == []
+    [failed] = client.search_runs([client.get_experiment_by_name("facelab-test").experiment_id])
     assert failed.info.status == "FAILED"
 
 
@@ -165,8 +165,8 @@ def test_a_signal_during_a_store_call_waits_for_the_call_to_end(signum, monkeypa
     """SIGTERM or Ctrl-C in the middle of a store write once left SQLite's transaction open: the write that
     ends the run KILLED then found the store locked by its own process. Under stage_run's handler the
     signal is raised when the call has ended, and at once outside a store call."""
-    monkeypatch.setattr(tracking, "_pending_signal", None)
-    previous = signal.signal(signum, tracking._raise_terminated)
+    monkeypatch.setattr(store, "_pending_signal", None)
+    previous = signal.signal(signum, store._raise_terminated)
     done = []
 
     def store_call():
@@ -176,12 +176,12 @@ def test_a_signal_during_a_store_call_waits_for_the_call_to_end(signum, monkeypa
 
     try:
         with pytest.raises(KeyboardInterrupt) as raised:
-            tracking.retry(store_call, "a store call")
+            store.retry(store_call, "a store call")
         assert done == ["the rest of the call"]
-        assert isinstance(raised.value, tracking._Terminated) == (signum == signal.SIGTERM)
+        assert isinstance(raised.value, store._Terminated) == (signum == signal.SIGTERM)
         with pytest.raises(KeyboardInterrupt):  # outside a store call: at once
             os.kill(os.getpid(), signum)
             time.sleep(5)
-        assert tracking.retry(lambda: 8) == 8  # nothing left pending
+        assert store.retry(lambda: 8) == 8  # nothing left pending
     finally:
         signal.signal(signum, previous)

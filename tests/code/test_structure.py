@@ -5,7 +5,7 @@
   imports one, nor the ``facelab.pipeline`` package.
 * Every stage's ``dvc.yaml`` deps are exactly its script, the facelab modules it imports
   (transitively, from ``stages/<stage>.py``), and its data files as declared in
-  ``facelab.artifacts.STAGE_INPUTS``: edit any file a stage reads and ``dvc status`` names it.
+  ``facelab.data.artifacts.STAGE_INPUTS``: edit any file a stage reads and ``dvc status`` names it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facelab.artifacts import STAGE_INPUTS
+from facelab.data.artifacts import STAGE_INPUTS
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src" / "facelab"
@@ -156,7 +156,7 @@ def dep_problems(dvc_yaml: dict, graph: dict[str, set[str]]) -> list[str]:
         if extra := sorted(declared - expected):
             problems.append(
                 f"{stage}: dvc.yaml deps list {extra}, which the stage neither imports nor declares "
-                "in facelab.artifacts.STAGE_INPUTS"
+                "in facelab.data.artifacts.STAGE_INPUTS"
             )
     return problems
 
@@ -173,17 +173,94 @@ def test_the_check_catches_an_undeclared_module_and_file():
     without the training sets its baselines read."""
     dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
     deps = dvc_yaml["stages"]["train_emotion"]["deps"]
-    deps.remove("src/facelab/augmentation.py")
+    deps.remove("src/facelab/data/augmentation.py")
     dvc_yaml["stages"]["evaluate"]["deps"].remove("data/prepared/emotion_train.npz")
     problems = "\n".join(dep_problems(dvc_yaml, import_graph()))
-    assert "train_emotion: dvc.yaml deps miss ['src/facelab/augmentation.py']" in problems
+    assert "train_emotion: dvc.yaml deps miss ['src/facelab/data/augmentation.py']" in problems
     assert "evaluate: dvc.yaml deps miss ['data/prepared/emotion_train.npz']" in problems
 
 
 def test_a_stage_cannot_read_an_undeclared_file():
-    from facelab.artifacts import stage_files
+    from facelab.data.artifacts import stage_files
 
     files = stage_files("combine")
     assert files["champions"] == Path("models/champions.json")
     with pytest.raises(KeyError, match="does not declare"):
         files["emotion_test"]
+
+
+# --- layering ---------------------------------------------------------------------------------
+
+# What each part of facelab may import (besides itself): docs/architecture.md draws it. "root" is the small
+# core beside the packages (errors, atomic writes, config, formats, profiles, the stage runner, optional
+# extras); the command line (facelab.cli) sits on top and may import any package but the stage modules.
+LAYERS: dict[str, set[str]] = {
+    "root": {"root"},
+    "data": {"root"},
+    "nn": {"root", "data"},
+    "tracking": {"root"},
+    "reports": {"root", "data", "tracking"},
+    "serve": {"root", "data", "nn", "tracking", "reports"},
+    "pipeline": {"root", "data", "nn", "tracking", "reports", "serve"},
+    "cli": {"root", "data", "nn", "tracking", "reports", "serve"},
+}
+ROOT_MODULE_LIMIT = 10
+MODULE_LINE_LIMIT = 450
+
+
+def part(module: str) -> str:
+    """The layer a facelab module belongs to: its package under facelab, "cli", or "root"."""
+    parts = module.split(".")
+    if module == "facelab.cli":
+        return "cli"
+    if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
+        return parts[1]
+    return "root"
+
+
+def layering_problems(graph: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for module, imported in sorted(graph.items()):
+        mine = part(module)
+        for other in sorted(imported):
+            theirs = part(other)
+            is_package_face = other.count(".") == 1 and theirs != "root"  # importing facelab.x runs x/__init__.py
+            if theirs != mine and theirs not in LAYERS[mine] and not is_package_face:
+                problems.append(f"{module} ({mine}) imports {other} ({theirs})")
+    return problems
+
+
+def test_every_module_belongs_to_a_known_layer():
+    assert {part(module) for module in import_graph()} <= set(LAYERS)
+
+
+def test_imports_follow_the_layering_rule():
+    problems = layering_problems(import_graph())
+    assert not problems, "imports against the layering rule (docs/architecture.md):\n" + "\n".join(problems)
+
+
+def test_the_layering_check_catches_an_upward_import():
+    graph = import_graph()
+    graph["facelab.data.readers"] = graph["facelab.data.readers"] | {"facelab.tracking.store"}
+    graph["facelab.nn.resnet"] = graph["facelab.nn.resnet"] | {"facelab.serve.photos"}
+    assert layering_problems(graph) == [
+        "facelab.data.readers (data) imports facelab.tracking.store (tracking)",
+        "facelab.nn.resnet (nn) imports facelab.serve.photos (serve)",
+    ]
+
+
+def test_every_package_says_what_it_holds_and_what_it_may_import():
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "May import" in doc or init.parent.name == "pipeline", f"{init}: no 'May import' in its docstring"
+
+
+def test_the_root_stays_small_and_modules_short():
+    root = [p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert len(root) <= ROOT_MODULE_LIMIT, f"{len(root)} modules beside the packages: {sorted(root)}"
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MODULE_LINE_LIMIT
+    }
+    assert not long, f"modules over {MODULE_LINE_LIMIT} lines: {long}"

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facelab import synthetic
+from facelab.data import synthetic
 from facelab.formats import FER_LABELS, KEYPOINT_COLUMNS, KEYPOINT_IMAGE_COLUMN, KEYPOINT_NAMES
 
 KP = {name: i for i, name in enumerate(KEYPOINT_NAMES)}

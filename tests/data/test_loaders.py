@@ -1,4 +1,4 @@
-"""facelab.loaders on tiny files written here: round trips, layouts, and one case per bad input."""
+"""facelab.data.readers on tiny files written here: round trips, layouts, and one case per bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facelab import loaders
+from facelab.data import readers
 from facelab.errors import FacelabError
 from facelab.formats import FER_LABELS, KEYPOINT_COLUMNS
 
@@ -77,10 +77,10 @@ def kp_lines(n: int, seed: int = 0) -> list[str]:
 def block_size(request, monkeypatch):
     """Run each round trip with the real block size and with blocks far smaller than one row."""
     if request.param == "tiny-blocks":      # also: parse plain files on two threads, however small
-        monkeypatch.setattr(loaders, "BLOCK_BYTES", 3000)
-        monkeypatch.setattr(loaders, "READ_BYTES", 1000)
-        monkeypatch.setattr(loaders, "PARSE_THREADS", 2)
-        monkeypatch.setattr(loaders, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(readers, "BLOCK_BYTES", 3000)
+        monkeypatch.setattr(readers, "READ_BYTES", 1000)
+        monkeypatch.setattr(readers, "PARSE_THREADS", 2)
+        monkeypatch.setattr(readers, "PARALLEL_MIN_BYTES", 0)
     return request.param
 
 
@@ -90,7 +90,7 @@ def block_size(request, monkeypatch):
 def test_keypoints_round_trip(tmp_path, gz, block_size):
     images, coords = fake_images(7, 96), fake_keypoints(7)
     path = write(tmp_path / ("training.csv.gz" if gz else "training.csv"), keypoint_csv(images, coords), gz=gz)
-    data = loaders.read_keypoints_csv(path)
+    data = readers.read_keypoints_csv(path)
     assert data.images.dtype == np.uint8 and data.images.shape == (7, 96, 96)
     assert data.keypoints.dtype == np.float32 and data.keypoints.shape == (7, 30)
     np.testing.assert_array_equal(data.images, images)
@@ -104,7 +104,7 @@ def test_multi_member_gzip(tmp_path, block_size):
     cuts = [0, 100, 9000, 9001, len(text) // 2, len(text)]
     data = b"".join(gzip.compress(text[a:b]) for a, b in zip(cuts, cuts[1:])) + b"\0" * 64
     path = write(tmp_path / "members.csv.gz", data)
-    read = loaders.read_fer_csv(path)
+    read = readers.read_fer_csv(path)
     np.testing.assert_array_equal(read.images, images)
     assert read.labels.tolist() == [0, 1, 2, 3, 4, 5]
 
@@ -113,7 +113,7 @@ def test_keypoints_any_name_any_column_order_extra_columns(tmp_path, block_size)
     images, coords = fake_images(3, 96, 1), fake_keypoints(3, 1)
     order = ["Image", *reversed(KEYPOINT_COLUMNS)]
     path = write(tmp_path / "faces.data", keypoint_csv(images, coords, order=order, extra=True), gz=True)
-    data = loaders.read_keypoints_csv(path)
+    data = readers.read_keypoints_csv(path)
     np.testing.assert_array_equal(data.images, images)
     np.testing.assert_allclose(data.keypoints, coords, atol=1e-4)
 
@@ -123,15 +123,15 @@ def test_missing_keypoints_are_nan(tmp_path):
     coords[0, 4:] = np.nan      # like Kaggle: only the eye centres
     coords[2, :] = np.nan
     coords[3, 29] = np.nan
-    data = loaders.read_keypoints_csv(write(tmp_path / "training.csv", keypoint_csv(images, coords)))
+    data = readers.read_keypoints_csv(write(tmp_path / "training.csv", keypoint_csv(images, coords)))
     np.testing.assert_array_equal(np.isnan(data.keypoints), np.isnan(coords))
     np.testing.assert_allclose(data.keypoints[~np.isnan(coords)], coords[~np.isnan(coords)], atol=1e-4)
 
 
 def test_keypoint_margin_is_allowed(tmp_path):
     images, coords = fake_images(2, 96, 3), fake_keypoints(2, 3)
-    coords[0, 0], coords[1, 1] = -loaders.KEYPOINT_MARGIN, 96 + loaders.KEYPOINT_MARGIN
-    data = loaders.read_keypoints_csv(write(tmp_path / "k.csv", keypoint_csv(images, coords)))
+    coords[0, 0], coords[1, 1] = -readers.KEYPOINT_MARGIN, 96 + readers.KEYPOINT_MARGIN
+    data = readers.read_keypoints_csv(write(tmp_path / "k.csv", keypoint_csv(images, coords)))
     assert data.keypoints[0, 0] == -1 and data.keypoints[1, 1] == 97
 
 
@@ -141,7 +141,7 @@ def test_fer_round_trip(tmp_path, gz, block_size):
     labels = [k % 7 for k in range(9)]
     usage = ["Training"] * 5 + ["PublicTest"] * 2 + ["PrivateTest"] * 2
     path = write(tmp_path / ("fer2013.csv.gz" if gz else "fer2013.csv"), fer_csv(images, labels, usage), gz=gz)
-    data = loaders.read_fer_csv(path)
+    data = readers.read_fer_csv(path)
     np.testing.assert_array_equal(data.images, images)
     assert data.labels.dtype == np.int64 and data.labels.tolist() == labels
     assert data.usage is not None and data.usage.dtype == object and data.usage.tolist() == usage
@@ -152,12 +152,12 @@ def test_fer_round_trip(tmp_path, gz, block_size):
 def test_crlf_and_bom_work(tmp_path, newline, bom, gz, block_size):
     images, coords = fake_images(3, 96, 5), fake_keypoints(3, 5)
     kp = write(tmp_path / "k.csv", keypoint_csv(images, coords), newline=newline, bom=bom, gz=gz)
-    data = loaders.read_keypoints_csv(kp)
+    data = readers.read_keypoints_csv(kp)
     np.testing.assert_array_equal(data.images, images)
     np.testing.assert_allclose(data.keypoints, coords, atol=1e-4)
     faces = fake_images(3, 48, 5)
     fer = write(tmp_path / "f.csv", fer_csv(faces, [1, 2, 3], ["Training"] * 3), newline=newline, bom=bom, gz=gz)
-    emotion = loaders.read_fer_csv(fer)
+    emotion = readers.read_fer_csv(fer)
     np.testing.assert_array_equal(emotion.images, faces)
     assert emotion.labels.tolist() == [1, 2, 3] and emotion.usage.tolist() == ["Training"] * 3
 
@@ -166,7 +166,7 @@ def test_icml_variant_with_spaces_in_names(tmp_path):
     images = fake_images(3, 48, 6)
     text = fer_csv(images, [0, 3, 6], ["Training", "PublicTest", "PrivateTest"],
                    columns=("emotion", " Usage", " pixels"))
-    data = loaders.read_fer_csv(write(tmp_path / "icml_face_data.csv", text))
+    data = readers.read_fer_csv(write(tmp_path / "icml_face_data.csv", text))
     np.testing.assert_array_equal(data.images, images)
     assert data.labels.tolist() == [0, 3, 6]
     assert data.usage.tolist() == ["Training", "PublicTest", "PrivateTest"]
@@ -175,14 +175,14 @@ def test_icml_variant_with_spaces_in_names(tmp_path):
 def test_icml_values_with_leading_spaces(tmp_path):
     images = fake_images(2, 48, 7)
     lines = ["emotion, Usage, pixels"] + [f"{k}, Training, {pixel_text(im)}" for k, im in enumerate(images)]
-    data = loaders.read_fer_csv(write(tmp_path / "icml.csv", "\n".join(lines) + "\n"))
+    data = readers.read_fer_csv(write(tmp_path / "icml.csv", "\n".join(lines) + "\n"))
     np.testing.assert_array_equal(data.images, images)
     assert data.usage.tolist() == ["Training", "Training"]
 
 
 def test_fer_without_usage(tmp_path):
     images = fake_images(4, 48, 8)
-    data = loaders.read_fer_csv(write(tmp_path / "train.csv", fer_csv(images, [4, 5, 6, 0], columns=("emotion", "pixels"))))
+    data = readers.read_fer_csv(write(tmp_path / "train.csv", fer_csv(images, [4, 5, 6, 0], columns=("emotion", "pixels"))))
     np.testing.assert_array_equal(data.images, images)
     assert data.usage is None and data.labels.tolist() == [4, 5, 6, 0]
 
@@ -190,7 +190,7 @@ def test_fer_without_usage(tmp_path):
 def test_quoted_fields_go_through_pandas(tmp_path):
     images = fake_images(3, 48, 9)
     lines = ['"emotion","pixels","Usage"'] + [f'{k},"{pixel_text(im)}","Training"' for k, im in enumerate(images)]
-    data = loaders.read_fer_csv(write(tmp_path / "quoted.csv", "\n".join(lines) + "\n"))
+    data = readers.read_fer_csv(write(tmp_path / "quoted.csv", "\n".join(lines) + "\n"))
     np.testing.assert_array_equal(data.images, images)
     assert data.usage.tolist() == ["Training"] * 3
 
@@ -199,14 +199,14 @@ def test_blank_lines_are_skipped_but_counted(tmp_path):
     lines = fer_lines(3)
     text = "emotion,pixels,Usage\n" + lines[0] + "\n\n" + lines[1] + "\n" + "1 2 3".join([",", ",Training"]) + "\n"
     with pytest.raises(FacelabError, match=r"row 4: pixels has 3 values, expected 2304"):
-        loaders.read_fer_csv(write(tmp_path / "f.csv", text))
-    data = loaders.read_fer_csv(write(tmp_path / "g.csv", "emotion,pixels,Usage\n\n" + "\n".join(lines) + "\n\n"))
+        readers.read_fer_csv(write(tmp_path / "f.csv", text))
+    data = readers.read_fer_csv(write(tmp_path / "g.csv", "emotion,pixels,Usage\n\n" + "\n".join(lines) + "\n\n"))
     assert len(data.labels) == 3
 
 
 def test_last_line_without_newline(tmp_path, block_size):
     lines = fer_lines(3)
-    data = loaders.read_fer_csv(write(tmp_path / "f.csv", "emotion,pixels,Usage\n" + "\n".join(lines)))
+    data = readers.read_fer_csv(write(tmp_path / "f.csv", "emotion,pixels,Usage\n" + "\n".join(lines)))
     assert data.images.shape == (3, 48, 48)
 
 
@@ -226,17 +226,17 @@ def test_parse_pixel_strings_matches_the_naive_parse():
             text = " ".join(f"0{v:03d}" for v in values)        # four digits, still <= 255
         strings.append(text if k % 2 else text.encode())
         expected.append(values)
-    out = loaders.parse_pixel_strings(strings, 37, "x.csv")
+    out = readers.parse_pixel_strings(strings, 37, "x.csv")
     np.testing.assert_array_equal(out, np.array(expected, np.uint8))
     naive = np.stack([np.array(s.split(), dtype=np.uint8) for s in strings])
     np.testing.assert_array_equal(out, naive)
-    assert loaders.parse_pixel_strings([], 5, "x.csv").shape == (0, 5)
+    assert readers.parse_pixel_strings([], 5, "x.csv").shape == (0, 5)
 
 
 def test_parse_pixel_strings_names_the_row():
     strings = ["1 2 3", "4 5 6", "7 8", "9 9 9"]
     with pytest.raises(FacelabError, match=r"^x\.csv: row 12: pixels has 2 values, expected 3$"):
-        loaders.parse_pixel_strings(strings, 3, "x.csv", first_row=10)
+        readers.parse_pixel_strings(strings, 3, "x.csv", first_row=10)
 
 
 # --- image folders ------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_class_folders_with_aliases(tmp_path):
     write_image(tmp_path / "happiness" / "c.jpeg", side=96, value=30)   # resized to 48
     write_image(tmp_path / "SAD" / "d.png", side=32, value=40)
     (tmp_path / "anger" / "notes.txt").write_text("ignored")
-    data = loaders.read_fer_folder(tmp_path)
+    data = readers.read_fer_folder(tmp_path)
     assert data.images.shape == (4, 48, 48) and data.images.dtype == np.uint8
     assert data.labels.dtype == np.int64
     assert sorted(data.labels.tolist()) == [0, 3, 3, 4]
@@ -270,7 +270,7 @@ def test_split_folders(tmp_path):
     write_image(tmp_path / "val" / "surprise" / "c.png")
     write_image(tmp_path / "test" / "neutral" / "d.png")
     write_image(tmp_path / "test" / "fearful" / "e.png")
-    data = loaders.read_fer_folder(tmp_path, image_size=24)
+    data = readers.read_fer_folder(tmp_path, image_size=24)
     assert data.images.shape == (5, 24, 24)
     pairs = sorted(zip(data.usage.tolist(), data.labels.tolist()))
     assert pairs == [("PrivateTest", 2), ("PrivateTest", 6), ("PublicTest", 5), ("Training", 0), ("Training", 3)]
@@ -278,11 +278,11 @@ def test_split_folders(tmp_path):
 
 def test_read_emotion_source_dispatches(tmp_path):
     write_image(tmp_path / "faces" / "disgust" / "a.png")
-    assert loaders.read_emotion_source(tmp_path / "faces").labels.tolist() == [1]
+    assert readers.read_emotion_source(tmp_path / "faces").labels.tolist() == [1]
     csv = write(tmp_path / "f.csv", fer_csv(fake_images(2, 48), [2, 5], columns=("emotion", "pixels")))
-    data = loaders.read_emotion_source(csv)
+    data = readers.read_emotion_source(csv)
     assert data.images.shape == (2, 48, 48) and data.labels.tolist() == [2, 5]
-    assert loaders.read_emotion_source(csv, image_size=32).images.shape == (2, 32, 32)
+    assert readers.read_emotion_source(csv, image_size=32).images.shape == (2, 32, 32)
 
 
 # --- the bad-input table ------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_bad_input_is_one_line_naming_file_row_and_problem(tmp_path, case):
     path = tmp_path / (name or "does-not-exist.csv")
     if content is not None:
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    read = loaders.read_keypoints_csv if reader == "keypoints" else loaders.read_fer_csv
+    read = readers.read_keypoints_csv if reader == "keypoints" else readers.read_fer_csv
     with pytest.raises(FacelabError) as info:
         read(path)
     message = str(info.value)
@@ -409,9 +409,9 @@ def test_bad_input_is_one_line_naming_file_row_and_problem(tmp_path, case):
 @pytest.mark.parametrize("name", ["big.csv", "big.csv.gz"])
 def test_bad_row_far_into_a_file_is_named(tmp_path, monkeypatch, block_size_bytes, name):
     """Row numbers stay right across blocks, threads, blank lines and CRLF; the first bad row wins."""
-    monkeypatch.setattr(loaders, "BLOCK_BYTES", block_size_bytes)
-    monkeypatch.setattr(loaders, "PARSE_THREADS", 2)
-    monkeypatch.setattr(loaders, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(readers, "BLOCK_BYTES", block_size_bytes)
+    monkeypatch.setattr(readers, "PARSE_THREADS", 2)
+    monkeypatch.setattr(readers, "PARALLEL_MIN_BYTES", 0)
     gz = name.endswith(".gz")
     lines = fer_lines(40)
     lines[36] = lines[36].replace(",Training", ",Nonsense")    # row 37 (+1 blank line = 38)
@@ -420,19 +420,19 @@ def test_bad_row_far_into_a_file_is_named(tmp_path, monkeypatch, block_size_byte
     text = FER_HEADER + "\n" + "\n".join(lines[:10]) + "\n\n" + "\n".join(lines[10:]) + "\n"
     path = write(tmp_path / name, text, gz=gz, newline="\r\n")
     with pytest.raises(FacelabError, match=re.escape(name) + r": row 35: pixels value 'x'"):
-        loaders.read_fer_csv(path)
+        readers.read_fer_csv(path)
     lines[33] = fer_lines(34)[33]
     path = write(tmp_path / name, FER_HEADER + "\n" + "\n".join(lines[:10]) + "\n\n"
                  + "\n".join(lines[10:]) + "\n", gz=gz, newline="\r\n")
     with pytest.raises(FacelabError, match=r"row 32: emotion label 9 is outside 0-6"):
-        loaders.read_fer_csv(path)
+        readers.read_fer_csv(path)
 
 
 def test_unknown_class_folder_is_named(tmp_path):
     write_image(tmp_path / "happy" / "a.png")
     write_image(tmp_path / "bored" / "b.png")
     with pytest.raises(FacelabError, match=r"bored.*unknown emotion class folder 'bored'") as info:
-        loaders.read_fer_folder(tmp_path)
+        readers.read_fer_folder(tmp_path)
     assert "\n" not in str(info.value)
 
 
@@ -440,21 +440,21 @@ def test_unknown_folder_beside_split_folders_is_named(tmp_path):
     write_image(tmp_path / "train" / "happy" / "a.png")
     write_image(tmp_path / "extra" / "happy" / "b.png")
     with pytest.raises(FacelabError, match=r"extra"):
-        loaders.read_fer_folder(tmp_path)
+        readers.read_fer_folder(tmp_path)
 
 
 def test_unreadable_image_is_named(tmp_path):
     write_image(tmp_path / "sad" / "good.png")
     (tmp_path / "sad" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(FacelabError, match=r"broken\.png.*not a readable image") as info:
-        loaders.read_fer_folder(tmp_path)
+        readers.read_fer_folder(tmp_path)
     assert "\n" not in str(info.value)
 
 
 def test_folder_without_images(tmp_path):
     (tmp_path / "happy").mkdir()
     with pytest.raises(FacelabError, match="no images"):
-        loaders.read_fer_folder(tmp_path)
+        readers.read_fer_folder(tmp_path)
 
 
 def test_fer_labels_cover_the_table():

@@ -1,4 +1,4 @@
-"""facelab.loaders on the real faces in ../shared/data (skipped where that folder is absent).
+"""facelab.data.readers on the real faces in ../shared/data (skipped where that folder is absent).
 
 Slices of ~200 rows are written to tmp_path (the real files are never copied into the repo);
 the full FER file is read once, as it takes about a second.
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facelab import loaders
+from facelab.data import readers
 from facelab.config import SHARED_DATA
 from facelab.formats import FER_LABELS, KEYPOINT_COLUMNS
 
@@ -55,7 +55,7 @@ def naive_pixels(path: Path, column: str) -> np.ndarray:
 @pytest.mark.parametrize("source", [YTF_TRAIN, YTF_VAL], ids=["train", "val"])
 def test_ytf_keypoints_slice(tmp_path, source):
     path = head(need(source), tmp_path / "ytf-head.csv.gz")
-    data = loaders.read_keypoints_csv(path)
+    data = readers.read_keypoints_csv(path)
     assert data.images.shape == (SLICE_ROWS, 96, 96) and data.images.dtype == np.uint8
     assert data.keypoints.shape == (SLICE_ROWS, 30) and data.keypoints.dtype == np.float32
     assert not np.isnan(data.keypoints).any()
@@ -74,14 +74,14 @@ def test_ytf_keypoints_slice(tmp_path, source):
 
 
 def test_ytf_val_full_file():
-    data = loaders.read_keypoints_csv(need(YTF_VAL))
+    data = readers.read_keypoints_csv(need(YTF_VAL))
     assert data.images.shape == (763, 96, 96)
     assert not np.isnan(data.keypoints).any()
 
 
 def test_fer_slice(tmp_path):
     path = head(need(FER_FILE), tmp_path / "fer-head.csv")
-    data = loaders.read_fer_csv(path)
+    data = readers.read_fer_csv(path)
     assert data.images.shape == (SLICE_ROWS, 48, 48) and data.images.dtype == np.uint8
     assert data.labels.dtype == np.int64 and data.labels.shape == (SLICE_ROWS,)
     assert data.labels.min() >= 0 and data.labels.max() <= 6
@@ -90,7 +90,7 @@ def test_fer_slice(tmp_path):
 
 
 def test_fer_full_file():
-    data = loaders.read_fer_csv(need(FER_FILE))
+    data = readers.read_fer_csv(need(FER_FILE))
     assert data.images.shape == (FER_ROWS, 48, 48)
     assert data.labels.min() >= 0 and data.labels.max() <= 6
     usage, counts = np.unique(data.usage.astype(str), return_counts=True)

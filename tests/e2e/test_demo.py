@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facelab.browser import CHROMIUM_ENV, chromium_executable, launch
+from facelab.serve.browser import CHROMIUM_ENV, chromium_executable, launch
 from tests.e2e.test_serve import _photo
 
 pytestmark = pytest.mark.e2e
@@ -72,8 +72,8 @@ def model_files(tmp_path_factory):
     """Two tiny wrapped models (as the training stages save them) as .keras files."""
     import keras
 
-    from facelab import tta
-    from facelab.model import build_emotion_model, build_keypoint_model
+    from facelab.nn import tta
+    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
 
     folder = tmp_path_factory.mktemp("demo-models")
     keras.utils.set_random_seed(0)
@@ -93,11 +93,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(browser, model_files):
     """``demo.serve`` on 127.0.0.1 (not blocking), counting how often it loads the models."""
-    from facelab import demo, predict
     from facelab.config import load_params
+    from facelab.serve import demo, predict_command
 
     loads = []
-    real = predict.load_analyzer
+    real = predict_command.load_analyzer
 
     def counting(*args, **kwargs):
         loads.append(args[1:3])
@@ -105,7 +105,7 @@ def server(browser, model_files):
 
     port = _free_port()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(predict, "load_analyzer", counting)
+        patch.setattr(predict_command, "load_analyzer", counting)
         app = demo.serve(
             load_params(REPO / "params.yaml"),
             str(model_files[0]),

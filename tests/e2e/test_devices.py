@@ -1,4 +1,4 @@
-"""Training on several devices and several workers (facelab.devices), on this CPU, end to end.
+"""Training on several devices and several workers (facelab.nn.distributed), on this CPU, end to end.
 
 * Two logical CPU devices (``FACELAB_CPU_DEVICES=2``, a ``MirroredStrategy``): ``dvc repro`` of the tiny
   profile's training stages trains with two replicas and writes the same files as one device, with one

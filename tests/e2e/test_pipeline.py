@@ -101,8 +101,8 @@ def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch)
     gives on the test faces exactly the figures evaluate wrote (the TTA is inside the models)."""
     import mlflow.pyfunc
 
-    from facelab.artifacts import load_split
-    from facelab.metrics import emotion_scores, keypoint_rmse
+    from facelab.data.artifacts import load_split
+    from facelab.reports.scoring import emotion_scores, keypoint_rmse
 
     path, _, _ = project
     uri = f"sqlite:///{path / 'mlflow.db'}"
@@ -136,9 +136,9 @@ def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch)
 def test_the_validation_figures_that_rank_ideas_score_the_saved_models(project):
     """metrics/train_*.json's served_val_* figures are the saved models (test-time averaging inside) on the
     validation split, scored as evaluate scores the test split: ideas are ranked on what is served."""
-    from facelab import inference
-    from facelab.artifacts import load_split
-    from facelab.metrics import emotion_scores, keypoint_rmse
+    from facelab.data.artifacts import load_split
+    from facelab.nn import inference
+    from facelab.reports.scoring import emotion_scores, keypoint_rmse
 
     path, _, _ = project
     trained = json.loads((path / "metrics/train_keypoints.json").read_text())

@@ -45,9 +45,9 @@ def _free_port() -> int:
 
 
 def _photo(path: Path) -> Path:
-    """A JPEG "photo" made from what the repository has: two synthetic faces (facelab.synthetic),
+    """A JPEG "photo" made from what the repository has: two synthetic faces (facelab.data.synthetic),
     upscaled, on a blurred noise background. The detector's finding both is checked below."""
-    from facelab import synthetic
+    from facelab.data import synthetic
 
     faces = synthetic.make_keypoint_faces(OF, seed=0)[0][list(FACES)]
     rng = np.random.default_rng(0)
@@ -61,20 +61,22 @@ def _photo(path: Path) -> Path:
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     """A SQLite MLflow store in tmp_path with tiny champion models and the analyser built from them."""
-    from facelab import champions, serving, tracking, tta
-    from facelab.model import build_emotion_model, build_keypoint_model
+    from facelab.nn import tta
+    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
+    from facelab.serve import pyfunc
+    from facelab.tracking import champions, store
 
     monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    with tracking.stage_run("train", {}, "facelab-serve-test"):
+    with store.stage_run("train", {}, "facelab-serve-test"):
         # Wrapped in their test-time averaging, as the training stages save them.
-        keypoints = tracking.log_and_register_keras(
+        keypoints = store.log_and_register_keras(
             tta.wrap(build_keypoint_model(width=16), "keypoints", flip=True, shift_px=0),
             KEYPOINTS,
             np.zeros((1, 96, 96, 1), np.float32),
         )
-        emotion = tracking.log_and_register_keras(
+        emotion = store.log_and_register_keras(
             tta.wrap(build_emotion_model(len(CLASSES), width=16), "emotion", flip=True, shift_px=0),
             EMOTION,
             np.zeros((1, 48, 48, 1), np.float32),
@@ -96,9 +98,9 @@ def registry(tmp_path, monkeypatch):
             True,
             champions.task_tags("em-test", ",".join(CLASSES), "48x48"),
         )
-    with tracking.stage_run("combine", {}, "facelab-serve-test"):
-        fetched = serving.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "champions")
-        info = serving.log_and_register_analyzer(fetched, ANALYZER)
+    with store.stage_run("combine", {}, "facelab-serve-test"):
+        fetched = pyfunc.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "champions")
+        info = pyfunc.log_and_register_analyzer(fetched, ANALYZER)
     assert (info["version"], info["keypoints_version"], info["emotion_version"]) == (1, 1, 1)
     from mlflow import MlflowClient
 
@@ -141,8 +143,8 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
-    from facelab import predict, serving
-    from facelab.analyzer import FaceAnalyzer
+    from facelab.serve import predict_command, pyfunc
+    from facelab.serve.keras_runtime import FaceAnalyzer
 
     photo = _photo(tmp_path / "two-faces.jpg")
     port = _free_port()
@@ -195,8 +197,8 @@ def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
     assert named["predictions"][0]["photo"] == "two-faces.jpg"
     assert named["predictions"][0]["faces"] == served["faces"]
 
-    analyzer = FaceAnalyzer.from_champions(serving.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "local"))
-    [local] = predict.analyse_photos([photo], analyzer, tmp_path / "out")
+    analyzer = FaceAnalyzer.from_champions(pyfunc.fetch_champions(KEYPOINTS, EMOTION, tmp_path / "local"))
+    [local] = predict_command.analyse_photos([photo], analyzer, tmp_path / "out")
     assert (served["width"], served["height"]) == (local["width"], local["height"]) == (720, 480)
     assert len(served["faces"]) == len(local["faces"]) == 2
     for remote, here in zip(served["faces"], local["faces"]):

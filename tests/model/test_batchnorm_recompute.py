@@ -6,7 +6,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab import training  # noqa: E402
+from facelab.nn import training  # noqa: E402
 
 RNG = np.random.default_rng(0)
 FACES = RNG.integers(0, 256, size=(40, 6, 6), dtype=np.uint8)

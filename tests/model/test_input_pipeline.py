@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from facelab.training import images_per_epoch, make_dataset  # noqa: E402
+from facelab.nn.training import images_per_epoch, make_dataset  # noqa: E402
 
 IMAGES = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
 TARGETS = np.arange(10, dtype=np.float32)
@@ -38,7 +38,7 @@ def test_pixels_arrive_as_0_to_255_floats_with_their_targets():
 def test_fit_reads_one_repeated_iterator_and_returns_the_best_epochs_weights(tmp_path):
     import keras
 
-    from facelab.training import fit
+    from facelab.nn.training import fit
 
     inputs = keras.Input((4, 4, 1))
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))))
@@ -82,7 +82,7 @@ def _augmented_batches_digest(batches: int = 30) -> str:
 
     import keras
 
-    from facelab.augmentation import emotion_augmenter
+    from facelab.data.augmentation import emotion_augmenter
 
     keras.utils.set_random_seed(0)
     images = np.random.default_rng(0).integers(0, 256, (256, 24, 24), dtype=np.uint8)
@@ -101,7 +101,7 @@ def test_on_the_fly_augmentation_draws_the_same_faces_every_run():
 
 
 def test_random_erasing_covers_part_of_some_faces_and_only_when_asked():
-    from facelab.augmentation import ERASED_AREA, emotion_augmenter
+    from facelab.data.augmentation import ERASED_AREA, emotion_augmenter
 
     faces = np.full((200, 48, 48, 1), 128.0, np.float32)
     off = emotion_augmenter(flip=True, rotation=0, shift=0, zoom=0, contrast=0, seed=0, erasing=0.0)
@@ -116,7 +116,7 @@ def test_random_erasing_covers_part_of_some_faces_and_only_when_asked():
 
 
 def test_mixup_blends_each_face_and_its_label_alike_and_only_when_asked():
-    from facelab.augmentation import emotion_mixer
+    from facelab.data.augmentation import emotion_mixer
 
     assert emotion_mixer(0.0, seed=0) is None
     n = 16
@@ -135,8 +135,8 @@ def test_mixup_blends_each_face_and_its_label_alike_and_only_when_asked():
 def test_mixup_runs_inside_the_training_dataset(precision):
     import keras
 
-    from facelab.augmentation import emotion_mixer
-    from facelab.training import make_dataset
+    from facelab.data.augmentation import emotion_mixer
+    from facelab.nn.training import make_dataset
 
     faces = np.random.default_rng(0).integers(0, 255, size=(64, 48, 48), dtype=np.uint8)
     labels = np.eye(4, dtype=np.float32)[np.arange(64) % 4]

@@ -5,8 +5,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab.model import build_emotion_model, build_keypoint_model  # noqa: E402
-from facelab.training import masked_mse  # noqa: E402
+from facelab.nn.resnet import build_emotion_model, build_keypoint_model  # noqa: E402
+from facelab.nn.training import masked_mse  # noqa: E402
 
 
 def _conv_layers(model):
@@ -100,7 +100,7 @@ def test_every_keypoint_head_gives_30_coordinates_and_reloads_in_safe_mode(head,
 
 
 def test_soft_argmax_finds_the_peak_of_a_heatmap_in_input_pixels():
-    from facelab.model import SpatialSoftArgmax
+    from facelab.nn.resnet import SpatialSoftArgmax
 
     maps = np.full((1, 12, 12, 2), -50.0, np.float32)
     maps[0, 3, 7, 0] = 50.0  # row 3, column 7 of a stride-8 map over 96 px: x = 7.5 * 8 - 0.5, y = 3.5 * 8 - 0.5
@@ -110,7 +110,7 @@ def test_soft_argmax_finds_the_peak_of_a_heatmap_in_input_pixels():
 
 
 def test_l1_and_wing_losses_ignore_missing_targets_and_grow_with_the_error():
-    from facelab.training import masked_l1, masked_wing
+    from facelab.nn.training import masked_l1, masked_wing
 
     y_true = np.array([[10.0, np.nan, 30.0]], np.float32)
     near = np.array([[11.0, 0.0, 30.0]], np.float32)
@@ -123,7 +123,7 @@ def test_l1_and_wing_losses_ignore_missing_targets_and_grow_with_the_error():
 
 
 def test_one_cycle_rate_rises_then_falls_to_zero():
-    from facelab.training import OneCycle, make_optimizer
+    from facelab.nn.training import OneCycle, make_optimizer
 
     schedule = OneCycle(0.1, 100)
     rates = [float(schedule(step)) for step in (0, 15, 60, 100)]
@@ -136,8 +136,8 @@ def test_one_cycle_rate_rises_then_falls_to_zero():
 def test_the_params_schema_offers_exactly_the_heads_and_losses_there_are():
     """config.SCHEMA stays free of Keras, so it names the choices again: this keeps the two lists equal."""
     from facelab.config import SCHEMA
-    from facelab.model import EMOTION_HEADS, KEYPOINT_HEADS
-    from facelab.training import KEYPOINT_LOSSES
+    from facelab.nn.resnet import EMOTION_HEADS, KEYPOINT_HEADS
+    from facelab.nn.training import KEYPOINT_LOSSES
 
     section = SCHEMA["train_keypoints"]
     assert section["head"][1] == "one of " + ", ".join(KEYPOINT_HEADS)
@@ -169,7 +169,7 @@ def test_zero_init_residual_starts_every_block_as_its_shortcut():
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_weight_decay_on_kernels_leaves_batchnorm_and_biases_alone(optimizer):
     """weight_decay_on: all shrinks every weight; kernels only the convolution and dense kernels."""
-    from facelab.training import make_optimizer
+    from facelab.nn.training import make_optimizer
 
     def shrunk_after_one_step(decay_on):
         keras.utils.set_random_seed(0)

@@ -9,8 +9,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab import model_files, tta  # noqa: E402
-from facelab.model import build_keypoint_model  # noqa: E402
+from facelab.nn import keras_files, tta  # noqa: E402
+from facelab.nn.resnet import build_keypoint_model  # noqa: E402
 
 
 def _served_model() -> keras.Model:
@@ -27,18 +27,18 @@ def _served_model() -> keras.Model:
 def test_the_same_model_saves_to_the_same_bytes_and_loads_safely(tmp_path):
     model = _served_model()
     first, second, rebuilt = tmp_path / "a" / "m.keras", tmp_path / "b" / "m.keras", tmp_path / "c" / "m.keras"
-    model_files.save_model(model, first)
+    keras_files.save_model(model, first)
     time.sleep(1.1)  # Keras's date_saved counts seconds
-    model_files.save_model(model, second)
+    keras_files.save_model(model, second)
     # a second, identical model: other Python objects, so other ids where Keras writes id(obj) into config.json
-    model_files.save_model(_served_model(), rebuilt)
+    keras_files.save_model(_served_model(), rebuilt)
     assert first.read_bytes() == second.read_bytes() == rebuilt.read_bytes()
 
     with zipfile.ZipFile(first) as archive:
         assert [info.filename for info in archive.infolist()] == ["metadata.json", "config.json", "model.weights.h5"]
-        assert {info.date_time for info in archive.infolist()} == {model_files.ZIP_DATE_TIME}
+        assert {info.date_time for info in archive.infolist()} == {keras_files.ZIP_DATE_TIME}
         metadata = json.loads(archive.read("metadata.json"))
-    assert metadata == {"keras_version": keras.__version__, "date_saved": model_files.DATE_SAVED}
+    assert metadata == {"keras_version": keras.__version__, "date_saved": keras_files.DATE_SAVED}
 
     loaded = keras.saving.load_model(first, compile=False, safe_mode=True)
     faces = np.random.default_rng(1).uniform(0, 255, (3, 96, 96, 1)).astype(np.float32)
@@ -71,6 +71,6 @@ def test_a_failed_save_leaves_the_old_file_and_nothing_else(tmp_path, model, err
     target.parent.mkdir()
     target.write_bytes(b"the previous model")
     with pytest.raises(error):
-        model_files.save_model(model, target)
+        keras_files.save_model(model, target)
     assert target.read_bytes() == b"the previous model"
     assert list(target.parent.iterdir()) == [target]  # no scratch folder, no half-written temporary file

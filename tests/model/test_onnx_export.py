@@ -21,8 +21,10 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip install -e '.[onnx]'")
 pytest.importorskip("tf2onnx", reason="the ONNX extra is not installed: pip install -e '.[onnx]'")
 
-from facelab import inference, onnx_export, onnx_runtime, synthetic  # noqa: E402
-from facelab.analyzer import FaceAnalyzer  # noqa: E402
+from facelab.data import synthetic  # noqa: E402
+from facelab.nn import inference
+from facelab.serve import onnx_export, onnx_runtime
+from facelab.serve.keras_runtime import FaceAnalyzer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
@@ -32,8 +34,8 @@ KEYPOINTS, EMOTION = "facelab-keypoints-onnx-test", "facelab-emotion-onnx-test"
 def _models():
     import keras
 
-    from facelab import tta
-    from facelab.model import build_emotion_model, build_keypoint_model
+    from facelab.nn import tta
+    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
 
     keras.utils.set_random_seed(0)
     keypoints = build_keypoint_model(96, width=16, head="softargmax")
@@ -106,7 +108,7 @@ def test_the_test_figures_agree_to_3_decimals(exported):
 
 
 def test_the_check_uses_the_prepared_test_split_when_it_fits(tmp_path, monkeypatch):
-    from facelab import artifacts
+    from facelab.data import artifacts
 
     monkeypatch.chdir(tmp_path)
     images, points = synthetic.make_keypoint_faces(5, seed=7)
@@ -183,7 +185,7 @@ def test_the_onnx_analyser_answers_like_the_keras_one(exported):
 
 
 def test_the_demo_page_runs_on_the_onnx_analyser(exported, tmp_path):
-    from facelab import demo
+    from facelab.serve import demo
     from tests.e2e.test_serve import _photo
 
     photo = _photo(tmp_path / "two-faces.jpg")
@@ -228,7 +230,7 @@ def test_the_onnx_analyser_runs_without_tensorflow(exported, tmp_path):
 
     photo = _photo(tmp_path / "two-faces.jpg")
     body = f"""
-    from facelab import onnx_runtime, photos
+    from facelab.serve import onnx_runtime, photos
     files = {str(exported["onnx"]["keypoints"])!r}, {str(exported["onnx"]["emotion"])!r}
     analyser = onnx_runtime.OnnxFaceAnalyzer(*files)
     gray = photos.read_photo({str(photo)!r})
@@ -238,7 +240,7 @@ def test_the_onnx_analyser_runs_without_tensorflow(exported, tmp_path):
     """
     answer = _run_python(body, tmp_path)
     assert answer["loaded"] == []
-    from facelab import photos
+    from facelab.serve import photos
 
     gray = photos.read_photo(photo)
     crops = np.stack([photos.crop_face(gray, box, 96)[0] for box in photos.detect_faces(gray)])
@@ -296,8 +298,8 @@ def test_predict_with_the_onnx_runtime_imports_no_tensorflow(exported, tmp_path)
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     """A SQLite store in tmp_path with the two models registered, champions, as the training stages leave them."""
-    from facelab import tracking
     from facelab.config import load_params
+    from facelab.tracking import store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -305,13 +307,13 @@ def registry(tmp_path, monkeypatch):
     params["tracking"] = {**params["tracking"], "experiment": "facelab-onnx-test"}
     params["tracking"].update(keypoints_model=KEYPOINTS, emotion_model=EMOTION)
     keypoints, emotion = _models()
-    with tracking.stage_run("train", {}, "facelab-onnx-test"):
-        kp = tracking.log_and_register_keras(keypoints, KEYPOINTS, np.zeros((1, 96, 96, 1), np.float32))
-        em = tracking.log_and_register_keras(
+    with store.stage_run("train", {}, "facelab-onnx-test"):
+        kp = store.log_and_register_keras(keypoints, KEYPOINTS, np.zeros((1, 96, 96, 1), np.float32))
+        em = store.log_and_register_keras(
             emotion, EMOTION, np.zeros((1, 48, 48, 1), np.float32), tags={"classes": ",".join(CLASSES)}
         )
-    tracking.set_alias(KEYPOINTS, tracking.CHAMPION, kp["version"])
-    tracking.set_alias(EMOTION, tracking.CHAMPION, em["version"])
+    store.set_alias(KEYPOINTS, store.CHAMPION, kp["version"])
+    store.set_alias(EMOTION, store.CHAMPION, em["version"])
     return params, kp, em
 
 
@@ -346,11 +348,11 @@ def test_export_logs_each_file_beside_its_keras_version(registry, tmp_path):
     assert np.array_equal(by_version.probabilities(faces), local.probabilities(faces))
 
     # a version that was never exported says what to run
-    from facelab import tracking
+    from facelab.tracking import store
 
-    with tracking.stage_run("train", {}, "facelab-onnx-test"):
-        again = tracking.log_and_register_keras(
-            tracking.load_keras(f"models:/{KEYPOINTS}/{kp['version']}"), KEYPOINTS, np.zeros((1, 96, 96, 1), np.float32)
+    with store.stage_run("train", {}, "facelab-onnx-test"):
+        again = store.log_and_register_keras(
+            store.load_keras(f"models:/{KEYPOINTS}/{kp['version']}"), KEYPOINTS, np.zeros((1, 96, 96, 1), np.float32)
         )
     with pytest.raises(FacelabError, match=r"has no ONNX file yet: run `facelab export onnx`"):
         onnx_runtime.load_onnx_analyzer(params, f"models:/{KEYPOINTS}/{again['version']}")

@@ -1,4 +1,4 @@
-"""Mixed precision (facelab.devices.set_precision): a few training steps of the keypoint ResNet-18 under
+"""Mixed precision (facelab.nn.distributed.set_precision): a few training steps of the keypoint ResNet-18 under
 mixed_float16 (loss scaling) and mixed_bfloat16, on the CPU: finite loss, weights that move, a model that reloads.
 
 The rest of the suite trains in float32 only; these are the policies ``precision: auto`` picks on a GPU
@@ -10,15 +10,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab import devices, training  # noqa: E402
-from facelab.model import build_keypoint_model  # noqa: E402
+from facelab.nn import distributed, training  # noqa: E402
+from facelab.nn.resnet import build_keypoint_model  # noqa: E402
 
 FACES, BATCH, STEPS = 16, 8, 10
 
 
 @pytest.fixture
 def policy(request):
-    name = devices.set_precision(request.param)
+    name = distributed.set_precision(request.param)
     yield name
     keras.mixed_precision.set_global_policy("float32")
 

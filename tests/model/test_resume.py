@@ -8,7 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab.training import AtomicBackupAndRestore, BestWeights  # noqa: E402
+from facelab.nn.training import AtomicBackupAndRestore, BestWeights  # noqa: E402
 from tests.model.interruption import Interrupt, StopAfter  # noqa: E402
 
 X = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""Sharpness-aware minimisation (``train_*.sam_rho``, ``facelab.sam``): a SAM step applies the gradient taken at
+"""Sharpness-aware minimisation (``train_*.sam_rho``, ``facelab.nn.sam``): a SAM step applies the gradient taken at
 the perturbed weights ``w + rho * g / ||g||`` to ``w`` itself, leaves the BatchNorm statistics as the unperturbed
 pass set them, and ``training.fit`` takes SAM steps only in the last ``sam_epochs`` epochs."""
 
@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from facelab import sam, training  # noqa: E402
+from facelab.nn import sam, training  # noqa: E402
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(48, 4)).astype(np.float32)

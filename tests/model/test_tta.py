@@ -5,9 +5,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab import tta  # noqa: E402
-from facelab.augmentation import flip_keypoints  # noqa: E402
-from facelab.model import build_emotion_model, build_keypoint_model  # noqa: E402
+from facelab.data.augmentation import flip_keypoints  # noqa: E402
+from facelab.nn import tta  # noqa: E402
+from facelab.nn.resnet import build_emotion_model, build_keypoint_model  # noqa: E402
 
 
 def _shift(images: np.ndarray, dx: int, dy: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from facelab import training  # noqa: E402
+from facelab.nn import training  # noqa: E402
 from tests.model.interruption import Interrupt, StopAfter  # noqa: E402
 
 RNG = np.random.default_rng(0)

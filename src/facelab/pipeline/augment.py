@@ -1,7 +1,7 @@
 """The ``augment`` stage: the expanded keypoint training set and previews of both augmentations.
 
 Writes ``data/augmented/keypoints_train.npz`` (the prepared training faces followed by
-``augment.keypoints.copies`` augmented copies of each, ``facelab.augmentation``) and
+``augment.keypoints.copies`` augmented copies of each, ``facelab.data.augmentation``) and
 ``reports/augment/*.png``: prepared faces above augmented ones, keypoints moved with the pixels,
 and three on-the-fly draws of the emotion augmentation layers.
 """
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from facelab import artifacts, tracking, viz
-from facelab.augmentation import augment_keypoint_faces, emotion_augmenter, expand_keypoint_training_set
 from facelab.config import REPORTS_DIR
+from facelab.data import artifacts
+from facelab.data.augmentation import augment_keypoint_faces, emotion_augmenter, expand_keypoint_training_set
+from facelab.reports import pictures
+from facelab.tracking import store
 
 STAGE = "augment"
 
@@ -24,7 +26,7 @@ def run(params: dict) -> dict:
     files = artifacts.stage_files(STAGE)
     cfg = params["augment"]
     seed = params["seed"]
-    with tracking.stage_run(STAGE, {"seed": seed, "augment": cfg}, params["tracking"]["experiment"]):
+    with store.stage_run(STAGE, {"seed": seed, "augment": cfg}, params["tracking"]["experiment"]):
         train = artifacts.load_split(files["keypoints_train"])
         kp_cfg = dict(cfg["keypoints"])
         copies = kp_cfg.pop("copies")
@@ -35,7 +37,7 @@ def run(params: dict) -> dict:
         rng = np.random.default_rng(seed)
         originals, original_points = train["images"][:PREVIEW_FACES], train["keypoints"][:PREVIEW_FACES]
         moved, moved_points = augment_keypoint_faces(originals, original_points, rng, **kp_cfg)
-        viz.face_grid(
+        pictures.face_grid(
             reports / "keypoints_preview.png",
             np.concatenate([originals, moved]),
             keypoints=np.concatenate([original_points, moved_points]),
@@ -47,7 +49,7 @@ def run(params: dict) -> dict:
         layers = emotion_augmenter(seed=seed, **cfg["emotion"])
         batch = faces[..., None].astype(np.float32)
         rows = [faces] + [np.asarray(layers(batch, training=True))[..., 0] for _ in range(3)]
-        viz.face_grid(
+        pictures.face_grid(
             reports / "emotion_preview.png",
             np.clip(np.concatenate(rows), 0, 255).astype(np.uint8),
             columns=PREVIEW_FACES,
@@ -55,6 +57,6 @@ def run(params: dict) -> dict:
         )
 
         summary = {"keypoints_train_faces": int(len(train["images"])), "keypoints_augmented_faces": int(len(images))}
-        tracking.log_metrics(summary)
-        tracking.log_artifacts(reports / "keypoints_preview.png", reports / "emotion_preview.png", folder="augment")
+        store.log_metrics(summary)
+        store.log_artifacts(reports / "keypoints_preview.png", reports / "emotion_preview.png", folder="augment")
     return summary

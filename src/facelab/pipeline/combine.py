@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab import artifacts, tracking, viz
-from facelab.analyzer import FaceAnalyzer
 from facelab.atomic import write_json
 from facelab.config import REPORTS_DIR
+from facelab.data import artifacts
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_NAMES
-from facelab.serving import fetch_versions, log_and_register_analyzer
+from facelab.reports import pictures
+from facelab.serve.keras_runtime import FaceAnalyzer
+from facelab.serve.pyfunc import fetch_versions, log_and_register_analyzer
+from facelab.tracking import store
 
 STAGE = "combine"
 
@@ -48,7 +50,7 @@ def run(params: dict) -> list[dict]:
     files = artifacts.stage_files(STAGE)
     reports = REPORTS_DIR / STAGE
     with (
-        tracking.stage_run(STAGE, {"combine": cfg}, names["experiment"]),
+        store.stage_run(STAGE, {"combine": cfg}, names["experiment"]),
         tempfile.TemporaryDirectory(prefix="facelab-champions-") as tmp,
     ):
         model_names, versions = read_champions(files["champions"])
@@ -59,7 +61,7 @@ def run(params: dict) -> list[dict]:
         for index, record in enumerate(records):
             record["face"] = index
         points = np.array([[c for name in KEYPOINT_NAMES for c in r["keypoints"][name]] for r in records])
-        viz.face_grid(
+        pictures.face_grid(
             reports / "faces.png",
             faces,
             predicted=points,
@@ -68,7 +70,7 @@ def run(params: dict) -> list[dict]:
             suptitle="champion models: predicted keypoints and emotion",
         )
         write_json(reports / "predictions.json", {"champion_versions": champions.versions, "faces": records})
-        tracking.log_params({"champion_version": champions.versions})
-        tracking.log_artifacts(reports / "faces.png", reports / "predictions.json", folder=STAGE)
+        store.log_params({"champion_version": champions.versions})
+        store.log_artifacts(reports / "faces.png", reports / "predictions.json", folder=STAGE)
         log_and_register_analyzer(champions, names["analyzer_model"])  # the same two versions, one served model
     return records

@@ -19,18 +19,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from facelab import artifacts, champions, inference, tracking, viz
 from facelab.atomic import atomic_path, write_json
 from facelab.config import METRICS_DIR, PLOTS_DIR, REPORTS_DIR, in_queued_experiment
+from facelab.data import artifacts
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_NAMES
-from facelab.metrics import (
+from facelab.nn import inference
+from facelab.reports import pictures
+from facelab.reports.scoring import (
     emotion_scores,
     keypoint_rmse,
     keypoint_rmse_per_point,
     majority_baseline,
     mean_keypoints_baseline,
 )
+from facelab.tracking import champions, store
 
 STAGE = "evaluate"
 # The test figures logged on each model's training run as test.<name> (facelab results reads them there).
@@ -51,7 +54,7 @@ def test_set_tags(task: str, test: dict[str, np.ndarray], model) -> dict[str, st
     labels = ",".join(KEYPOINT_NAMES) if task == "keypoints" else ",".join(str(c) for c in test["classes"])
     size = inference.input_size(model)
     return champions.task_tags(
-        artifacts.arrays_digest(test["images"], targets)[: tracking.FINGERPRINT_CHARS], labels, f"{size}x{size}"
+        artifacts.arrays_digest(test["images"], targets)[: store.FINGERPRINT_CHARS], labels, f"{size}x{size}"
     )
 
 
@@ -86,11 +89,11 @@ def evaluate_emotion(model, test: dict, train: dict) -> tuple[dict, np.ndarray, 
 def registered_version(name: str, model_path):
     """The registry version logged from ``model_path`` (found by the file's md5), or a FacelabError."""
     md5 = artifacts.file_md5(model_path)
-    found = tracking.version_by_model_md5(name, md5)
+    found = store.version_by_model_md5(name, md5)
     if found is None:
         raise FacelabError(
             f"{model_path} (md5 {md5}) is not a registered version of {name} in "
-            f"{tracking.tracking_uri()}: retrain it there (dvc repro -f -s train_<task>)"
+            f"{store.tracking_uri()}: retrain it there (dvc repro -f -s train_<task>)"
         )
     return found
 
@@ -105,7 +108,7 @@ def run(params: dict) -> dict:
     names = params["tracking"]
     files = artifacts.stage_files(STAGE)
     reports = REPORTS_DIR / STAGE
-    with tracking.stage_run(STAGE, {"evaluate": cfg}, names["experiment"]):
+    with store.stage_run(STAGE, {"evaluate": cfg}, names["experiment"]):
         kp_model = inference.load_model(files["keypoints_model"])
         em_model = inference.load_model(files["emotion_model"])
         kp_test, em_test = artifacts.load_split(files["keypoints_test"]), artifacts.load_split(files["emotion_test"])
@@ -124,7 +127,7 @@ def run(params: dict) -> dict:
         frame = pd.DataFrame({"actual": np.array(classes)[em_test["labels"]], "predicted": np.array(classes)[em_pred]})
         with atomic_path(PLOTS_DIR / "emotion_predictions.csv", suffix=".csv") as tmp:
             frame.to_csv(tmp, index=False)
-        viz.confusion_png(
+        pictures.confusion_png(
             reports / "confusion.png",
             confusion,
             classes,
@@ -133,7 +136,7 @@ def run(params: dict) -> dict:
         )
         write_json(reports / "confusion.json", {"classes": classes, "matrix": confusion})
         shown = min(16, len(kp_test["images"]))
-        viz.face_grid(
+        pictures.face_grid(
             reports / "keypoints_test.png",
             kp_test["images"][:shown],
             keypoints=kp_test["keypoints"][:shown],
@@ -142,10 +145,10 @@ def run(params: dict) -> dict:
             suptitle=f"test faces: true (green) vs predicted (red), RMSE {kp_result['rmse_px']:.2f} px",
         )
 
-        tracking.log_metrics(
+        store.log_metrics(
             {"keypoints": dict(kp_result), "emotion": {k: v for k, v in em_result.items() if k != "per_class"}}
         )
-        tracking.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder=STAGE)
+        store.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder=STAGE)
 
         decisions, chosen = [], {}
         queued = in_queued_experiment()
@@ -156,7 +159,7 @@ def run(params: dict) -> dict:
             name = names[f"{task}_model"]
             task_tags = test_set_tags(task, test, model)
             targets = test["keypoints"] if task == "keypoints" else test["labels"]
-            tracking.log_dataset(
+            store.log_dataset(
                 f"{task}_test",
                 test["images"],
                 targets,
@@ -167,8 +170,8 @@ def run(params: dict) -> dict:
             found = registered_version(name, files[f"{task}_model"])
             # the test figures on the model's training run too, so one run holds what the results table needs
             if found.run_id:
-                tracking.log_run_metrics(found.run_id, test_figures(task, metrics[task]))
-                tracking.set_tags({f"facelab.{task}_training_run": found.run_id})
+                store.log_run_metrics(found.run_id, test_figures(task, metrics[task]))
+                store.set_tags({f"facelab.{task}_training_run": found.run_id})
             decision = champions.promote(
                 name,
                 int(found.version),

@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from facelab import loaders, synthetic, tracking, viz
-from facelab.artifacts import SPLITS, save_split, split_path
 from facelab.atomic import write_json
 from facelab.config import METRICS_DIR, RAW_DIR, REPORTS_DIR, user_path
+from facelab.data import readers, synthetic
+from facelab.data.artifacts import SPLITS, save_split, split_path
 from facelab.errors import FacelabError
 from facelab.formats import FER_USAGE_TEST, FER_USAGE_TRAIN, FER_USAGE_VAL, fer_label_id
+from facelab.reports import pictures
+from facelab.tracking import store
 
 SYNTHETIC_KEYPOINTS_CSV = RAW_DIR / "synthetic-keypoints.csv"
 SYNTHETIC_FER_CSV = RAW_DIR / "synthetic-fer2013.csv"
@@ -28,7 +30,7 @@ SYNTHETIC_FER_CSV = RAW_DIR / "synthetic-fer2013.csv"
 # --- keypoints --------------------------------------------------------------------------------
 
 
-def _missing(data: loaders.KeypointData, policy: str, source: Path) -> loaders.KeypointData:
+def _missing(data: readers.KeypointData, policy: str, source: Path) -> readers.KeypointData:
     complete = ~np.isnan(data.keypoints).any(axis=1)
     if policy == "drop":
         if not complete.any():
@@ -36,32 +38,32 @@ def _missing(data: loaders.KeypointData, policy: str, source: Path) -> loaders.K
                 f"{source}: no row has all 30 keypoint coordinates (data.keypoints.missing: drop); "
                 "use missing: mask to train on partial rows"
             )
-        return loaders.KeypointData(data.images[complete], data.keypoints[complete])
+        return readers.KeypointData(data.images[complete], data.keypoints[complete])
     has_any = ~np.isnan(data.keypoints).all(axis=1)
     if not has_any.any():
         raise FacelabError(f"{source}: no row has any keypoint coordinate")
-    return loaders.KeypointData(data.images[has_any], data.keypoints[has_any])
+    return readers.KeypointData(data.images[has_any], data.keypoints[has_any])
 
 
-def split_keypoints(cfg: dict, seed: int, synthetic_count: int) -> dict[str, loaders.KeypointData]:
+def split_keypoints(cfg: dict, seed: int, synthetic_count: int) -> dict[str, readers.KeypointData]:
     if cfg["source"] == "synthetic":
         path, test_path = SYNTHETIC_KEYPOINTS_CSV, None
         synthetic.write_synthetic_keypoints_csv(path, synthetic_count, seed)
     else:
         path = user_path(cfg["path"])
         test_path = user_path(cfg["test_path"]) if cfg["test_path"] else None
-    data = _missing(loaders.read_keypoints_csv(path), cfg["missing"], path)
+    data = _missing(readers.read_keypoints_csv(path), cfg["missing"], path)
     index = np.arange(len(data.images))
     if test_path is not None:
-        test = _missing(loaders.read_keypoints_csv(test_path), cfg["missing"], test_path)
+        test = _missing(readers.read_keypoints_csv(test_path), cfg["missing"], test_path)
         rest = index
     else:
         rest, test_idx = train_test_split(index, test_size=cfg["test_fraction"], random_state=seed, shuffle=True)
-        test = loaders.KeypointData(data.images[test_idx], data.keypoints[test_idx])
+        test = readers.KeypointData(data.images[test_idx], data.keypoints[test_idx])
     train_idx, val_idx = train_test_split(rest, test_size=cfg["val_fraction"], random_state=seed + 1, shuffle=True)
     return {
-        "train": loaders.KeypointData(data.images[train_idx], data.keypoints[train_idx]),
-        "val": loaders.KeypointData(data.images[val_idx], data.keypoints[val_idx]),
+        "train": readers.KeypointData(data.images[train_idx], data.keypoints[train_idx]),
+        "val": readers.KeypointData(data.images[val_idx], data.keypoints[val_idx]),
         "test": test,
     }
 
@@ -69,7 +71,7 @@ def split_keypoints(cfg: dict, seed: int, synthetic_count: int) -> dict[str, loa
 # --- emotion ----------------------------------------------------------------------------------
 
 
-def _keep_classes(data: loaders.EmotionData, classes: list[str]) -> loaders.EmotionData:
+def _keep_classes(data: readers.EmotionData, classes: list[str]) -> readers.EmotionData:
     """Rows of the configured classes only, labels renumbered 0..K-1 in the order given."""
     ids = np.array([fer_label_id(name) for name in classes])
     lookup = np.full(7, -1, np.int64)
@@ -77,12 +79,12 @@ def _keep_classes(data: loaders.EmotionData, classes: list[str]) -> loaders.Emot
     new_labels = lookup[data.labels]
     keep = new_labels >= 0
     usage = data.usage[keep] if data.usage is not None else None
-    return loaders.EmotionData(data.images[keep], new_labels[keep], usage)
+    return readers.EmotionData(data.images[keep], new_labels[keep], usage)
 
 
-def _subset(data: loaders.EmotionData, mask_or_index) -> loaders.EmotionData:
+def _subset(data: readers.EmotionData, mask_or_index) -> readers.EmotionData:
     usage = data.usage[mask_or_index] if data.usage is not None else None
-    return loaders.EmotionData(data.images[mask_or_index], data.labels[mask_or_index], usage)
+    return readers.EmotionData(data.images[mask_or_index], data.labels[mask_or_index], usage)
 
 
 def _stratified(labels: np.ndarray, fraction: float, seed: int, index: np.ndarray):
@@ -91,7 +93,7 @@ def _stratified(labels: np.ndarray, fraction: float, seed: int, index: np.ndarra
     return train_test_split(index, test_size=fraction, random_state=seed, shuffle=True, stratify=stratify)
 
 
-def split_emotion(cfg: dict, seed: int, synthetic_count: int) -> dict[str, loaders.EmotionData]:
+def split_emotion(cfg: dict, seed: int, synthetic_count: int) -> dict[str, readers.EmotionData]:
     classes = list(cfg["classes"])
     if cfg["source"] == "synthetic":
         path, test_path = SYNTHETIC_FER_CSV, None
@@ -99,10 +101,10 @@ def split_emotion(cfg: dict, seed: int, synthetic_count: int) -> dict[str, loade
     else:
         path = user_path(cfg["path"])
         test_path = user_path(cfg["test_path"]) if cfg["test_path"] else None
-    data = _keep_classes(loaders.read_emotion_source(path), classes)
+    data = _keep_classes(readers.read_emotion_source(path), classes)
     usage = data.usage if data.usage is not None else np.full(len(data.labels), "", object)
     if test_path is not None:
-        test = _keep_classes(loaders.read_emotion_source(test_path), classes)
+        test = _keep_classes(readers.read_emotion_source(test_path), classes)
         pool = np.flatnonzero(usage != FER_USAGE_TEST)
         train_idx, val_idx = _stratified(data.labels, cfg["val_fraction"], seed + 1, pool)
         val = _subset(data, val_idx)
@@ -146,7 +148,7 @@ def run(params: dict) -> dict:
     data_cfg = params["data"]
     classes = list(data_cfg["emotion"]["classes"])
     logged = {"seed": seed, "data": data_cfg, "synthetic": params["synthetic"]}
-    with tracking.stage_run("prepare", logged, params["tracking"]["experiment"]):
+    with store.stage_run("prepare", logged, params["tracking"]["experiment"]):
         keypoints = split_keypoints(data_cfg["keypoints"], seed, params["synthetic"]["keypoint_faces"])
         emotion = split_emotion(data_cfg["emotion"], seed, params["synthetic"]["emotion_faces"])
         for split in SPLITS:
@@ -170,15 +172,17 @@ def run(params: dict) -> dict:
         }
         reports = REPORTS_DIR / "prepare"
         sample = keypoints["train"]
-        viz.face_grid(
+        pictures.face_grid(
             reports / "keypoint_samples.png",
             sample.images[:16],
             keypoints=sample.keypoints[:16],
             columns=4,
             suptitle="training faces with their keypoints",
         )
-        viz.emotion_samples(reports / "emotion_samples.png", emotion["train"].images, emotion["train"].labels, classes)
+        pictures.emotion_samples(
+            reports / "emotion_samples.png", emotion["train"].images, emotion["train"].labels, classes
+        )
         write_json(METRICS_DIR / "prepare.json", summary)
-        tracking.log_metrics(summary)
-        tracking.log_artifacts(reports / "keypoint_samples.png", reports / "emotion_samples.png", folder="prepare")
+        store.log_metrics(summary)
+        store.log_artifacts(reports / "keypoint_samples.png", reports / "emotion_samples.png", folder="prepare")
     return summary

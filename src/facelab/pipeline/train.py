@@ -2,12 +2,12 @@
 
 Each builds the shared ResNet-18 with its head, trains it with ``training.fit`` on the
 prepared (and, for keypoints, augmented) arrays, wraps the best model in its test-time averaging
-(``train_<task>.tta``, ``facelab.tta``: the saved model is the one evaluate scores and predict
+(``train_<task>.tta``, ``facelab.nn.tta``: the saved model is the one evaluate scores and predict
 serves), writes it to ``models/``, the per-epoch history to ``plots/`` and training metrics to
 ``metrics/`` (no timings: those vary run to run and go to MLflow only), among them the validation
 figures of the saved model as evaluate scores it (``served_val_*``), and logs and registers
 the model in MLflow (alias ``candidate``, tag ``facelab.model_md5`` = the file's md5).
-Under several devices or workers (``facelab.devices``) the model is built and compiled in the strategy's
+Under several devices or workers (``facelab.nn.distributed``) the model is built and compiled in the strategy's
 scope, a step takes ``batch_size`` faces on every replica with the learning rate scaled to match, and
 only the chief writes files, MLflow runs and registry versions.
 
@@ -29,16 +29,18 @@ import keras
 import numpy as np
 import pandas as pd
 
-from facelab import artifacts, devices, inference, tracking, training, tta
-from facelab.artifacts import EMOTION_MODEL, KEYPOINT_MODEL
 from facelab.atomic import atomic_path, write_json
-from facelab.augmentation import emotion_augmenter, emotion_mixer
 from facelab.config import METRICS_DIR, PLOTS_DIR
+from facelab.data import artifacts
+from facelab.data.artifacts import EMOTION_MODEL, KEYPOINT_MODEL
+from facelab.data.augmentation import emotion_augmenter, emotion_mixer
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_IMAGE_SIZE
-from facelab.metrics import emotion_scores, keypoint_rmse
-from facelab.model import build_emotion_model_from, build_keypoint_model_from
-from facelab.model_files import save_model
+from facelab.nn import distributed, inference, training, tta
+from facelab.nn.keras_files import save_model
+from facelab.nn.resnet import build_emotion_model_from, build_keypoint_model_from
+from facelab.reports.scoring import emotion_scores, keypoint_rmse
+from facelab.tracking import store
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -67,8 +69,8 @@ def _write_history(history: dict, path: Path) -> pd.DataFrame:
 def log_split(name: str, path: Path, split: dict[str, np.ndarray], context: str) -> str:
     """A data split as an MLflow dataset of the active run (digest = hash of its arrays); returns the digest."""
     targets = split["keypoints"] if "keypoints" in split else split["labels"]
-    digest = artifacts.arrays_digest(split["images"], targets)[: tracking.FINGERPRINT_CHARS]
-    tracking.log_dataset(name, split["images"], targets, context, str(path), digest)
+    digest = artifacts.arrays_digest(split["images"], targets)[: store.FINGERPRINT_CHARS]
+    store.log_dataset(name, split["images"], targets, context, str(path), digest)
     return digest
 
 
@@ -81,8 +83,8 @@ def _stage_run(stage: str, logged: dict, params: dict, chief: bool, splits: dict
     if not chief:
         yield
         return
-    with tracking.stage_run(stage, logged, params["tracking"]["experiment"]):
-        tracking.set_tags({DATA_TAG: data_label(params["data"][stage.split("_", 1)[1]])})
+    with store.stage_run(stage, logged, params["tracking"]["experiment"]):
+        store.set_tags({DATA_TAG: data_label(params["data"][stage.split("_", 1)[1]])})
         for name, (path, split, context) in splits.items():
             log_split(name, path, split, context)
         yield
@@ -97,16 +99,16 @@ def _datasets(
     **train_options,
 ):
     """(train, val) datasets of global batches, sharded by data across workers; with several replicas the
-    validation set leaves out its last ``len % replicas`` faces (``devices.evenly_split``)."""
-    batch = devices.global_batch_size(batch_size, strategy)
+    validation set leaves out its last ``len % replicas`` faces (``distributed.evenly_split``)."""
+    batch = distributed.global_batch_size(batch_size, strategy)
     train_ds = training.make_dataset(images[0], targets[0], batch, shuffle=True, seed=seed, **train_options)
-    kept = devices.evenly_split(len(images[1]), strategy)
+    kept = distributed.evenly_split(len(images[1]), strategy)
     if not kept:
         raise FacelabError(
             f"{len(images[1])} validation faces cannot be split over {strategy.num_replicas_in_sync} replicas"
         )
     val_ds = training.make_dataset(images[1][:kept], targets[1][:kept], batch, shuffle=False, seed=seed)
-    return devices.shard_by_data(train_ds, strategy), devices.shard_by_data(val_ds, strategy)
+    return distributed.shard_by_data(train_ds, strategy), distributed.shard_by_data(val_ds, strategy)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class TrainingJob:
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset
     train_images: np.ndarray  # the training faces (batch-norm statistics are recomputed on them)
-    policy: str  # the precision policy in force (``devices.set_precision``)
+    policy: str  # the precision policy in force (``distributed.set_precision``)
     model_path: Path  # models/<task>.keras
     registered_name: str  # the registered model's name (params' tracking.<task>_model)
     input_example: np.ndarray  # two validation faces: the logged model's signature
@@ -183,7 +185,7 @@ class TrainingSetup:
     def finish(self, summary: dict) -> dict:
         """Write ``metrics/<stage>.json`` and log its numbers as ``final.*`` MLflow metrics (chief only)."""
         write_json(METRICS_DIR / f"{self.stage}.json", summary)
-        tracking.log_metrics({f"final.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+        store.log_metrics({f"final.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
         return summary
 
 
@@ -195,8 +197,8 @@ def _training_stage(stage: str, params: dict, logged_data: Callable[[dict, dict]
     and the two splits as datasets, and the precision policy; the stage runs inside the MLflow run."""
     task = stage.split("_", 1)[1]
     seed = params["seed"]
-    strategy = devices.training_strategy()  # first: a multi-worker strategy must exist before any TF op
-    chief = devices.is_chief(strategy)
+    strategy = distributed.training_strategy()  # first: a multi-worker strategy must exist before any TF op
+    chief = distributed.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     files = artifacts.stage_files(stage)
     train = artifacts.load_split(files[f"{task}_train"])
@@ -207,7 +209,7 @@ def _training_stage(stage: str, params: dict, logged_data: Callable[[dict, dict]
         f"{task}_val": (files[f"{task}_val"], val, "validation"),
     }
     with _stage_run(stage, logged, params, chief, splits):
-        policy = devices.set_precision(params[stage]["precision"])
+        policy = distributed.set_precision(params[stage]["precision"])
         example = val["images"][:2, :, :, None].astype(np.float32)
         yield TrainingSetup(stage, params, strategy, chief, train, val, policy, example)
 
@@ -224,12 +226,12 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
                     f"{stage}.{option}: {what} not yet supported with {strategy.num_replicas_in_sync} replicas; "
                     "set it to 0"
                 )
-    chief = devices.is_chief(strategy)
+    chief = distributed.is_chief(strategy)
     n_train = len(job.train_images)
-    batch = devices.global_batch_size(cfg["batch_size"], strategy)
+    batch = distributed.global_batch_size(cfg["batch_size"], strategy)
     per_epoch = training.images_per_epoch(n_train, batch)
     steps_per_epoch = max(1, per_epoch // batch)
-    lr = devices.scaled_learning_rate(cfg["lr"], strategy)
+    lr = distributed.scaled_learning_rate(cfg["lr"], strategy)
     with strategy.scope():
         job.model.compile(
             optimizer=training.make_optimizer(
@@ -244,14 +246,14 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
             metrics=job.metrics,
         )
     if chief:
-        tracking.log_params({"devices": {**devices.describe(strategy), "global_batch_size": batch, "lr": lr}})
+        store.log_params({"devices": {**distributed.describe(strategy), "global_batch_size": batch, "lr": lr}})
         if strategy.num_replicas_in_sync > 1:
             print(
-                f"[{stage}] {devices.describe(strategy)['strategy']}: {strategy.num_replicas_in_sync} replicas, "
+                f"[{stage}] {distributed.describe(strategy)['strategy']}: {strategy.num_replicas_in_sync} replicas, "
                 f"global batch {batch}, learning rate {lr:g}",
                 flush=True,
             )
-    folder = devices.worker_folder(training.run_folder(stage, {"params": params, "n_train": n_train}), chief)
+    folder = distributed.worker_folder(training.run_folder(stage, {"params": params, "n_train": n_train}), chief)
     started = time.perf_counter()
     try:
         best, history, progress = training.fit(
@@ -268,11 +270,11 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
             average_momentum=cfg["ema"],
             sam_rho=cfg["sam_rho"],
             sam_epochs=cfg["sam_epochs"],
-            callbacks=[tracking.epoch_logger()] if chief else [],
+            callbacks=[store.epoch_logger()] if chief else [],
             show_progress=chief,
         )
     finally:
-        devices.release_worker_folder(folder, chief)
+        distributed.release_worker_folder(folder, chief)
     if not chief:
         return best, {}, None
     seconds = time.perf_counter() - started
@@ -289,14 +291,14 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
         "precision": job.policy,
     }
     # Timings differ on every run: MLflow only, never the git-tracked metrics.
-    tracking.log_metrics(
+    store.log_metrics(
         {
             "final.train_seconds": round(seconds, 1),
             "final.images_per_second": round(float(np.median(progress.images_per_second)), 1),
         }
     )
     averaged = f"; test-time averaging: flip {cfg['tta']['flip']}, shift {cfg['tta']['shift_px']} px"
-    tracking.log_and_register_keras(
+    store.log_and_register_keras(
         served,
         job.registered_name,
         job.input_example,
@@ -304,7 +306,7 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
         job.tags,
         model_md5=artifacts.file_md5(job.model_path),
     )
-    tracking.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
+    store.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
     training.finish_run(folder)
     return served, summary, frame
 

@@ -1,7 +1,7 @@
 """Running a saved model on arrays of faces: the one code path of evaluate, combine, predict and the pyfunc.
 
 ``predict`` runs a model batched and compiled once. A saved facelab model already holds its
-test-time averaging (``facelab.tta``), so every caller gets the figures ``evaluate`` scored.
+test-time averaging (``facelab.nn.tta``), so every caller gets the figures ``evaluate`` scored.
 ``load_model`` reads a ``.keras`` file in Keras safe mode; ``precision`` names the dtype policy
 a model computes in.
 """
@@ -12,12 +12,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facelab.errors import FacelabError
+
 # Imported for what they register: the Keras layers a saved facelab model can hold (its test-time averaging,
 # the keypoint head's SpatialSoftArgmax), so every loader of a model finds them.
-from facelab import model as _model_layers  # noqa: F401
-from facelab import tta  # noqa: F401
-from facelab.errors import FacelabError
-from facelab.model import all_layers
+from facelab.nn import resnet as _model_layers  # noqa: F401
+from facelab.nn import tta  # noqa: F401
+from facelab.nn.resnet import all_layers
 
 BATCH_SIZE = 128
 

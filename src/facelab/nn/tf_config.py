@@ -3,9 +3,9 @@
 Every machine of a multi-worker training (``docs/devices.md``) runs the training stage with the same cluster
 in ``TF_CONFIG`` and its own place in it::
 
-    python -m facelab.cluster --hosts host1:12345,host2:12345 --index 0     # on host1, the chief
-    python -m facelab.cluster --hosts host1:12345,host2:12345 --index 1     # on host2
-    eval "$(python -m facelab.cluster --hosts host1:12345,host2:12345 --index 1 --export)"
+    python -m facelab.nn.tf_config --hosts host1:12345,host2:12345 --index 0     # on host1, the chief
+    python -m facelab.nn.tf_config --hosts host1:12345,host2:12345 --index 1     # on host2
+    eval "$(python -m facelab.nn.tf_config --hosts host1:12345,host2:12345 --index 1 --export)"
 
 The first host is worker 0, the chief (TensorFlow's rule when the cluster names no ``chief`` task): the one that
 writes the model, the MLflow run and the registry version (``devices.is_chief``). No TensorFlow import here.
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from facelab.runner import guarded
 
     parser = add_arguments(
-        argparse.ArgumentParser(prog="python -m facelab.cluster", description=__doc__.splitlines()[0])
+        argparse.ArgumentParser(prog="python -m facelab.nn.tf_config", description=__doc__.splitlines()[0])
     )
     args = parser.parse_args(argv)
     return guarded(lambda: print(render(args.hosts, args.index, args.export)))

@@ -1,6 +1,6 @@
 """The ``facelab predict`` command: keypoints and emotion of every face in photos, with the champion models.
 
-For each photo: read it (``facelab.photos``), find its faces, crop each like the training faces,
+For each photo: read it (``facelab.serve.photos``), find its faces, crop each like the training faces,
 run both models on batches of faces from all photos together (``FaceAnalyzer.analyse``, one
 call per ``batch_faces`` faces, not per face), map the keypoints back into photo pixels, and
 write ``<out>/<stem>.annotated.jpg`` (face boxes, keypoints, emotion and probability) and
@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from facelab import model_uris, photos
 from facelab.atomic import atomic_path, write_json
 from facelab.errors import FacelabError
+from facelab.serve import photos
+from facelab.tracking import uris
 
 if TYPE_CHECKING:  # imports TensorFlow: only load_analyzer does, so that the ONNX Runtime path runs without it
-    from facelab.analyzer import FaceAnalyzer
+    from facelab.serve.keras_runtime import FaceAnalyzer
 
 BATCH_FACES = 64
 KERAS_SUFFIX = ".keras"
@@ -246,19 +247,19 @@ def load_analyzer(
     ``.keras`` file; a given emotion model's classes are ``classes``, else ``data.emotion.classes``.
     (``onnx_runtime.load_onnx_analyzer`` is the same on ONNX Runtime.)
     """
-    from facelab import tracking
-    from facelab.analyzer import FaceAnalyzer
+    from facelab.serve.keras_runtime import FaceAnalyzer
+    from facelab.tracking import store
 
     names = params["tracking"]
-    if not all(model_uris.is_local(uri, KERAS_SUFFIX) for uri in (keypoints_model, emotion_model)):
-        tracking.connect(names["experiment"])
-    keypoints = _load_model(keypoints_model or model_uris.alias_uri(names["keypoints_model"]))
+    if not all(uris.is_local(uri, KERAS_SUFFIX) for uri in (keypoints_model, emotion_model)):
+        store.connect(names["experiment"])
+    keypoints = _load_model(keypoints_model or uris.alias_uri(names["keypoints_model"]))
     if emotion_model is None:
-        uri = model_uris.alias_uri(names["emotion_model"])
+        uri = uris.alias_uri(names["emotion_model"])
         emotion = _load_model(uri)
         if classes is None:
             try:
-                classes = tracking.version_tags(names["emotion_model"])["classes"].split(",")
+                classes = store.version_tags(names["emotion_model"])["classes"].split(",")
             except KeyError:
                 raise FacelabError(f"{uri}: the model version has no 'classes' tag: pass --classes") from None
     else:
@@ -274,9 +275,10 @@ def load_analyzer(
 
 
 def _load_model(uri: str):
-    from facelab import inference, tracking
+    from facelab.nn import inference
+    from facelab.tracking import store
 
-    if model_uris.is_local(uri, KERAS_SUFFIX):
+    if uris.is_local(uri, KERAS_SUFFIX):
         if not Path(uri).is_file():
             raise FacelabError(f"{uri}: no such model file")
         try:
@@ -284,9 +286,9 @@ def _load_model(uri: str):
         except Exception as exc:  # Keras raises many types for a file that is not a model
             raise FacelabError(f"{uri}: cannot load the Keras model: {_first_line(exc)}") from None
     try:
-        return tracking.load_keras(uri)
+        return store.load_keras(uri)
     except Exception as exc:  # MLflow's errors: no such model or alias, unreachable store
-        raise FacelabError(f"{uri}: cannot load the model from {tracking.tracking_uri()}: {_first_line(exc)}") from None
+        raise FacelabError(f"{uri}: cannot load the model from {store.tracking_uri()}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

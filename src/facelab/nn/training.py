@@ -1,6 +1,6 @@
 """The training library the ``pipeline.train`` stages use: tf.data input pipelines, losses, the fit loop.
 
-Devices and precision: ``facelab.devices``.
+Devices and precision: ``facelab.nn.distributed``.
 
 ``fit`` trains a compiled model, keeps the best weights by validation loss, shows progress
 with an ETA, and can resume an interrupted run from its last epoch (Keras BackupAndRestore
@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from facelab import devices
 from facelab.atomic import atomic_path, write_json
 from facelab.config import CHECKPOINTS_DIR, workspace_root
 from facelab.errors import FacelabError
-from facelab.model import all_layers
-from facelab.sam import SharpnessAware
+from facelab.nn import distributed
+from facelab.nn.resnet import all_layers
+from facelab.nn.sam import SharpnessAware
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -400,7 +400,7 @@ def fit(
     ``history.csv`` (all epochs, across resumes).
     ``average_momentum`` > 0: a moving average of the weights (``WeightAverage``) is what each epoch
     validates and what is kept and returned.
-    ``sam_rho`` > 0: sharpness-aware steps of that radius (``facelab.sam``) in the last ``sam_epochs``
+    ``sam_rho`` > 0: sharpness-aware steps of that radius (``facelab.nn.sam``) in the last ``sam_epochs``
     epochs (0: in every epoch).
     With ``resume`` false any earlier state there is discarded first. ``show_progress`` false: no epoch lines
     (the other workers of a multi-worker run).
@@ -425,7 +425,7 @@ def fit(
         all_callbacks.append(SharpnessAware(sam_rho, epochs - sam_epochs if sam_epochs else 0))
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
-    if devices.is_multi_worker(model.distribute_strategy):
+    if distributed.is_multi_worker(model.distribute_strategy):
         fit_replicated(model, train_ds, val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks)
     else:
         model.fit(
@@ -461,14 +461,14 @@ def fit_replicated(
     ``axis=0`` ("Invalid reduction dimension 0 for input with 0 dimensions").
 
     Here the model, its compiled loss and metrics and its optimizer are built first from the dataset's element
-    spec (``devices.build_before_fit``); each step runs Keras's own ``train_step`` (``test_step`` for validation)
+    spec (``distributed.build_before_fit``); each step runs Keras's own ``train_step`` (``test_step`` for validation)
     under ``strategy.run``, so losses, gradients (summed across the replicas by the optimizer) and metrics are
     Keras's; an epoch's logs are the metrics read across the workers. The callbacks see what ``fit`` gives
     them: train begin (where a backup restores the epoch to resume from, ``model._initial_epoch``), epoch and
     batch begin/end, test begin/end around validation, ``val_``-prefixed logs, ``model.stop_training``.
     """
     strategy = model.distribute_strategy
-    devices.build_before_fit(model, train_ds.element_spec, strategy)
+    distributed.build_before_fit(model, train_ds.element_spec, strategy)
     train_batches = iter(strategy.experimental_distribute_dataset(train_ds.repeat()))
     val_batches = strategy.experimental_distribute_dataset(val_ds)
 
@@ -487,7 +487,7 @@ def fit_replicated(
     model.stop_training = False
     listed.on_train_begin()
     first = getattr(model, "_initial_epoch", None) or 0
-    starts = sorted(set(devices.every_replica(first, strategy)))
+    starts = sorted(set(distributed.every_replica(first, strategy)))
     if len(starts) > 1:
         raise FacelabError(
             f"the workers resume from different epochs ({', '.join(map(str, starts))}): every worker must see the "
@@ -513,7 +513,7 @@ def fit_replicated(
                 listed.on_test_batch_end(step)
             val_logs = results()
         except KeyboardInterrupt:
-            devices.tell_the_cluster(f"was interrupted in epoch {epoch + 1}")
+            distributed.tell_the_cluster(f"was interrupted in epoch {epoch + 1}")
             raise
         except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as error:
             reason = re.sub(r"^\{\{.*?\}\}\s*", "", str(error).strip().splitlines()[0]).split("aborted by: ")[-1]

@@ -1,4 +1,5 @@
-"""Devices for training: the tf.distribute strategy, who is the chief, batch and learning rate per replica, precision.
+"""Training on several replicas and workers: the tf.distribute strategy, who is the chief, batch and learning rate
+per replica, sharding, and the fit loop of a multi-worker run.
 
 * Strategy (``training_strategy``): ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names a cluster,
   ``MirroredStrategy`` over every GPU when there are several, or over ``FACELAB_CPU_DEVICES`` logical CPU
@@ -10,13 +11,14 @@
   replica both are the params' own values.
 * Chief: in a multi-worker run only the chief (task ``chief``, or ``worker`` 0 when the cluster has no
   chief) writes anything that outlives the run (models, metrics, plots, MLflow runs and registry versions,
-  progress lines); the other workers train in step and keep their resumable state in a temporary folder.
+  progress lines); the other workers train in step and keep their resumable state in a temporary folder
+  (``worker_folder``).
 * Several workers: every worker must join within ``FACELAB_WORKER_TIMEOUT`` seconds (``multi_worker_strategy``:
-  else one line naming the missing ones), and ``training.fit`` trains with a loop of its own under
-  ``strategy.run``, the model built beforehand (``build_before_fit``): Keras 3.15's ``Model.fit`` fails under
+  else one line naming the missing ones), and ``training.fit`` trains with ``fit_replicated``, a loop of its own
+  under ``strategy.run``, the model built beforehand (``build_before_fit``): Keras 3.15's ``Model.fit`` fails under
   ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585, tensorflow/tensorflow#72388).
-* Precision: ``auto`` is ``mixed_float16`` on a GPU (Keras wraps the optimizer in a ``LossScaleOptimizer``),
-  ``mixed_bfloat16`` on a CPU with bf16 instructions, else ``float32``.
+
+Precision: ``facelab.nn.precision``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from facelab.config import CHECKPOINTS_DIR
 from facelab.errors import FacelabError
 
 CPU_DEVICES_ENV = "FACELAB_CPU_DEVICES"  # e.g. 2: a MirroredStrategy over two logical CPU devices
@@ -43,33 +47,6 @@ WORKER_TIMEOUT_ENV, DEFAULT_WORKER_TIMEOUT_S = "FACELAB_WORKER_TIMEOUT", 600
 # of three two-worker runs on a 2-core machine at load average 7 ("heartbeat timeout" on both tasks before the
 # first step). A worker that dies is noticed sooner, by its closed connections.
 HEARTBEAT_TIMEOUT_S = 60
-
-
-# --- precision ------------------------------------------------------------------------------
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has native bfloat16 matrix instructions (AVX512_BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    """'auto' -> mixed_float16 on a GPU, mixed_bfloat16 on a bf16-capable CPU, else float32."""
-    if precision != "auto":
-        return precision
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
-
-
-def set_precision(precision: str) -> str:
-    policy = resolve_precision(precision)
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
 
 
 # --- strategy -------------------------------------------------------------------------------
@@ -218,7 +195,7 @@ def tell_the_cluster(what: str) -> None:
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """True under ``MultiWorkerMirroredStrategy`` (TF_CONFIG names a cluster), where Keras's ``Model.fit`` fails
-    and ``training.fit`` trains with its own loop."""
+    and ``training.fit`` trains with ``fit_replicated``."""
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
@@ -283,7 +260,7 @@ def shard_by_data(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy) ->
     return dataset.with_options(options)
 
 
-# --- several workers: what training.fit_replicated needs --------------------------------------
+# --- several workers: the fit loop ----------------------------------------------------------
 
 
 def build_before_fit(model: keras.Model, batch, strategy: tf.distribute.Strategy) -> None:
@@ -314,6 +291,92 @@ def every_replica(value: int, strategy: tf.distribute.Strategy) -> list[int]:
         return strategy.gather(strategy.run(lambda: tf.constant([value], tf.int64)), axis=0)
 
     return [int(v) for v in gather().numpy()]
+
+
+def fit_replicated(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> None:
+    """What ``model.fit(train_ds.repeat(), steps_per_epoch=..., validation_data=val_ds, epochs=...)`` does, under
+    ``MultiWorkerMirroredStrategy``, where Keras 3.15's ``fit`` fails (keras-team/keras#20585,
+    tensorflow/tensorflow#72388): it reduces its first distributed batch across the workers to build the model
+    ("Attempt to convert a value (PerReplica...) to a Tensor"), and, past that, each step's scalar metrics with
+    ``axis=0`` ("Invalid reduction dimension 0 for input with 0 dimensions").
+
+    Here the model, its compiled loss and metrics and its optimizer are built first from the dataset's element
+    spec (``build_before_fit``); each step runs Keras's own ``train_step`` (``test_step`` for validation)
+    under ``strategy.run``, so losses, gradients (summed across the replicas by the optimizer) and metrics are
+    Keras's; an epoch's logs are the metrics read across the workers. The callbacks see what ``fit`` gives
+    them: train begin (where a backup restores the epoch to resume from, ``model._initial_epoch``), epoch and
+    batch begin/end, test begin/end around validation, ``val_``-prefixed logs, ``model.stop_training``.
+    """
+    strategy = model.distribute_strategy
+    build_before_fit(model, train_ds.element_spec, strategy)
+    train_batches = iter(strategy.experimental_distribute_dataset(train_ds.repeat()))
+    val_batches = strategy.experimental_distribute_dataset(val_ds)
+
+    @tf.function
+    def train_step(iterator):
+        strategy.run(model.train_step, args=(next(iterator),))
+
+    @tf.function(reduce_retracing=True)
+    def test_step(batch):
+        strategy.run(model.test_step, args=(batch,))
+
+    def results() -> dict:
+        return {name: float(value) for name, value in model.get_metrics_result().items()}
+
+    listed = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs, steps=steps_per_epoch)
+    model.stop_training = False
+    listed.on_train_begin()
+    first = getattr(model, "_initial_epoch", None) or 0
+    starts = sorted(set(every_replica(first, strategy)))
+    if len(starts) > 1:
+        raise FacelabError(
+            f"the workers resume from different epochs ({', '.join(map(str, starts))}): every worker must see the "
+            f"chief's checkpoint folder ({CHECKPOINTS_DIR}, a shared file system), or set resume: false"
+        )
+    logs: dict = {}
+    for epoch in range(first, epochs):
+        try:
+            model.reset_metrics()
+            listed.on_epoch_begin(epoch)
+            for step in range(steps_per_epoch):
+                listed.on_train_batch_begin(step)
+                train_step(train_batches)
+                listed.on_train_batch_end(step)
+                if model.stop_training:
+                    break
+            logs = results()
+            model.reset_metrics()
+            listed.on_test_begin()
+            for step, batch in enumerate(val_batches):
+                listed.on_test_batch_begin(step)
+                test_step(batch)
+                listed.on_test_batch_end(step)
+            val_logs = results()
+        except KeyboardInterrupt:
+            tell_the_cluster(f"was interrupted in epoch {epoch + 1}")
+            raise
+        except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as error:
+            reason = re.sub(r"^\{\{.*?\}\}\s*", "", str(error).strip().splitlines()[0]).split("aborted by: ")[-1]
+            raise FacelabError(
+                f"a worker of the cluster stopped in epoch {epoch + 1} ({reason[:200]}); start every worker again: "
+                f"training resumes from the last finished epoch ({epoch}) where resume is on"
+            ) from None
+        listed.on_test_end(val_logs)
+        logs.update({f"val_{name}": value for name, value in val_logs.items()})
+        listed.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    if epochs > 0:
+        model.optimizer.finalize_variable_values(model.trainable_weights)
+    listed.on_train_end(logs)
 
 
 # --- where a worker writes ------------------------------------------------------------------

@@ -2,15 +2,16 @@
 
 The one object ``combine``, ``facelab predict`` and the served ``facelab-face-analyzer`` pyfunc run
 faces through; each model goes through ``inference.predict`` exactly as ``evaluate`` scores it (the
-test-time averaging is inside the saved models, ``facelab.tta``).
+test-time averaging is inside the saved models, ``facelab.nn.tta``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from facelab import inference, tracking
-from facelab.analysis import FaceAnalysis
+from facelab.nn import inference
+from facelab.serve.analysis import FaceAnalysis
+from facelab.tracking import store
 
 
 class FaceAnalyzer(FaceAnalysis):
@@ -25,8 +26,8 @@ class FaceAnalyzer(FaceAnalysis):
     def from_champions(cls, champions) -> FaceAnalyzer:
         """From ``serving.fetch_champions``: the two downloaded versions and the class list."""
         return cls(
-            tracking.load_keras(champions.folders["keypoints"]),
-            tracking.load_keras(champions.folders["emotion"]),
+            store.load_keras(champions.folders["keypoints"]),
+            store.load_keras(champions.folders["emotion"]),
             champions.classes,
         )
 

@@ -1,6 +1,6 @@
 """The served face analyser: both champion models in one MLflow ``pyfunc`` model.
 
-The ``combine`` stage logs it and registers it as ``tracking.analyzer_model`` (default
+The ``combine`` stage logs it and registers it as ``store.analyzer_model`` (default
 ``facelab-face-analyzer``) with the aliases ``candidate`` and ``champion``: it is built from the
 two champions, so it is the champion by construction. It holds copies of the two Keras model
 versions that held ``champion`` and the emotion class list, and its code is the facelab package
@@ -16,14 +16,14 @@ row per photo, and optionally ``name`` (echoed as ``photo``)::
         -d "{\\"dataframe_split\\": {\\"columns\\": [\\"image\\"], \\"data\\": [[\\"$(base64 -w0 photo.jpg)\\"]]}}"
 
 Answer: ``{"predictions": [record, ...]}``, one record per row, exactly as ``facelab predict``
-writes them (``facelab.predict``: box, keypoints in photo pixels, emotion, probabilities); a row
+writes them (``facelab.serve.predict_command``: box, keypoints in photo pixels, emotion, probabilities); a row
 that is not a readable image gets ``{"photo", "error"}``.
 
 MLflow pickles the ``FaceAnalyzerModel`` instance with a reference to its class by module path
-(``facelab.serving.FaceAnalyzerModel``), resolved when loading in the package copy logged with the
+(``facelab.serve.pyfunc.FaceAnalyzerModel``), resolved when loading in the package copy logged with the
 model, or, in a process that has already imported facelab, in that facelab.
 
-This module and ``facelab.tracking`` are the only ones that import MLflow.
+This module and ``facelab.tracking.store`` are the only ones that import MLflow.
 """
 
 from __future__ import annotations
@@ -43,22 +43,22 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import facelab
-from facelab import model_uris, tracking
-from facelab.analyzer import FaceAnalyzer
 from facelab.errors import FacelabError
-from facelab.predict import analyse_encoded
+from facelab.serve.keras_runtime import FaceAnalyzer
+from facelab.serve.predict_command import analyse_encoded
+from facelab.tracking import store, uris
 
 IMAGE_COLUMN, NAME_COLUMN = "image", "name"
 ARTIFACT_NAME = "analyzer"
 REQUIREMENTS = (
     "mlflow",
     "keras",
-    tracking.TENSORFLOW_MODULE,
+    store.TENSORFLOW_MODULE,
     "numpy",
     "pandas",
     "opencv-python-headless",
     "pillow",
-)  # TensorFlow: the build installed here (tracking.pinned_requirements)
+)  # TensorFlow: the build installed here (store.pinned_requirements)
 
 
 class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
@@ -68,8 +68,8 @@ class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
         config = context.model_config or {}
         self.batch_faces = int(config.get("batch_faces", 64))
         self.analyzer = FaceAnalyzer(
-            tracking.load_keras(context.artifacts["keypoints_model"]),
-            tracking.load_keras(context.artifacts["emotion_model"]),
+            store.load_keras(context.artifacts["keypoints_model"]),
+            store.load_keras(context.artifacts["emotion_model"]),
             list(config["classes"]),
         )
 
@@ -127,14 +127,14 @@ class Champions:
     classes: list[str]  # the emotion version's class list
 
 
-def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path, alias: str = tracking.CHAMPION) -> Champions:
+def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path, alias: str = store.CHAMPION) -> Champions:
     """Resolve ``alias`` of both models once and download those versions under ``folder``."""
     versions = {}
     for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
         try:
-            versions[task] = int(tracking.get_version(name, alias).version)
+            versions[task] = int(store.get_version(name, alias).version)
         except Exception as exc:  # MLflow's not-found error: say which model has no such version
-            raise FacelabError(f"{model_uris.alias_uri(name, alias)}: no such model version: {exc}") from None
+            raise FacelabError(f"{uris.alias_uri(name, alias)}: no such model version: {exc}") from None
     return fetch_versions({"keypoints": keypoints_name, "emotion": emotion_name}, versions, folder)
 
 
@@ -148,24 +148,24 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
     found = {}
     for task, name in names.items():
         try:
-            found[task] = tracking.get_version(name, number=versions[task])
+            found[task] = store.get_version(name, number=versions[task])
         except Exception:  # MLflow's not-found error
             where = f" (named in {source})" if source else ""
             raise FacelabError(
-                f"{model_uris.version_uri(name, versions[task])}{where}: no such model version in "
-                f"{tracking.tracking_uri()}: rerun evaluate (dvc repro -f evaluate)"
+                f"{uris.version_uri(name, versions[task])}{where}: no such model version in "
+                f"{store.tracking_uri()}: rerun evaluate (dvc repro -f evaluate)"
             ) from None
     classes = found["emotion"].tags.get("classes")
     if not classes:
-        raise FacelabError(f"{model_uris.version_uri(names['emotion'], versions['emotion'])}: no 'classes' tag")
+        raise FacelabError(f"{uris.version_uri(names['emotion'], versions['emotion'])}: no 'classes' tag")
     folders = {}
     for task, name in names.items():
-        uri = model_uris.version_uri(name, versions[task])
-        folders[task] = tracking.download(uri, Path(folder) / task, "download model")
+        uri = uris.version_uri(name, versions[task])
+        folders[task] = store.download(uri, Path(folder) / task, "download model")
     return Champions(dict(names), {task: int(v) for task, v in versions.items()}, folders, classes.split(","))
 
 
-def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: str = tracking.CHAMPION) -> dict:
+def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: str = store.CHAMPION) -> dict:
     """Log the analyser built from ``champions`` (``fetch_champions``) in the active run, register it.
 
     The new version gets ``candidate`` and ``alias`` (built from the champions, it is the champion)
@@ -175,7 +175,7 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
     client = MlflowClient()
     with tempfile.TemporaryDirectory(prefix="facelab-analyzer-") as tmp:
         example = pd.DataFrame({IMAGE_COLUMN: [_example_image()]})
-        info = tracking.retry(
+        info = store.retry(
             lambda: mlflow.pyfunc.log_model(
                 name=ARTIFACT_NAME,
                 python_model=FaceAnalyzerModel(),
@@ -186,14 +186,14 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
                 ),
                 input_example=example,
                 model_config={"classes": champions.classes, "batch_faces": 64},
-                pip_requirements=tracking.pinned_requirements(REQUIREMENTS),
+                pip_requirements=store.pinned_requirements(REQUIREMENTS),
                 metadata={
                     f"{task}_model": f"{champions.names[task]}/{champions.versions[task]}" for task in champions.names
                 },
             ),
             "log model",
         )
-    registered = tracking.register_version(
+    registered = store.register_version(
         info.model_uri,
         analyzer_name,
         {
@@ -203,8 +203,8 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
         },
     )
     number = int(registered.version)
-    for name in dict.fromkeys((tracking.CANDIDATE, alias)):  # from the champions: the champion
-        tracking.retry(lambda: client.set_registered_model_alias(analyzer_name, name, str(number)), f"alias {name}")
+    for name in dict.fromkeys((store.CANDIDATE, alias)):  # from the champions: the champion
+        store.retry(lambda: client.set_registered_model_alias(analyzer_name, name, str(number)), f"alias {name}")
     run = mlflow.active_run()
     return {
         "name": analyzer_name,

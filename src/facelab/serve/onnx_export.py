@@ -1,6 +1,6 @@
 """``facelab export onnx``: the champion Keras models as ONNX files, checked against Keras, logged beside them.
 
-Each model is exported whole, its test-time averaging included (``facelab.tta``'s ``TtaViews`` and
+Each model is exported whole, its test-time averaging included (``facelab.nn.tta``'s ``TtaViews`` and
 ``TtaAverage``, and the soft-argmax keypoint head ``model.SpatialSoftArgmax``: custom Keras layers
 made of plain ``keras.ops``), so an ONNX file answers what ``evaluate`` scored.
 
@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab import model_uris, onnx_runtime
-from facelab.analysis import resize_faces
 from facelab.atomic import atomic_path, write_json
 from facelab.errors import FacelabError
+from facelab.serve import onnx_runtime
+from facelab.serve.analysis import resize_faces
+from facelab.tracking import uris
 
 OPSET = 17
 KEYPOINT_ATOL_PX = 1e-3  # ONNX Runtime vs Keras, per coordinate (pixels of the model's input)
@@ -101,7 +102,7 @@ def _rename_output(graph, name: str) -> None:
 def check_faces(task: str, size: int, count: int = CHECK_FACES) -> tuple[np.ndarray, np.ndarray, str]:
     """(images uint8 (N, size, size), their targets, where from): the prepared test split when its faces
     are ``size`` pixels, else seeded synthetic faces (keypoints, or FER label ids for emotion)."""
-    from facelab import artifacts, synthetic
+    from facelab.data import artifacts, synthetic
 
     path = artifacts.split_path(task, "test")
     if path.exists():
@@ -123,7 +124,8 @@ def check_faces(task: str, size: int, count: int = CHECK_FACES) -> tuple[np.ndar
 
 def compare(model, path: str | os.PathLike, task: str, images: np.ndarray, targets: np.ndarray | None = None) -> dict:
     """ONNX Runtime against Keras on ``images``: the largest difference, and the test figures of both."""
-    from facelab import inference, metrics
+    from facelab.nn import inference
+    from facelab.reports import scoring
 
     keras_out = inference.predict(model, images)
     onnx_out = onnx_runtime.OnnxModel(path)(images)
@@ -131,14 +133,14 @@ def compare(model, path: str | os.PathLike, task: str, images: np.ndarray, targe
     report = {"faces": int(len(images)), "max_abs_diff": diff}
     if targets is not None and len(images):
         if task == "keypoints":
-            report["keras_rmse_px"] = metrics.keypoint_rmse(targets, keras_out)
-            report["onnx_rmse_px"] = metrics.keypoint_rmse(targets, onnx_out)
+            report["keras_rmse_px"] = scoring.keypoint_rmse(targets, keras_out)
+            report["onnx_rmse_px"] = scoring.keypoint_rmse(targets, onnx_out)
         else:
             labels = np.asarray(targets)
             classes = [str(i) for i in range(keras_out.shape[1])]
             valid = labels < keras_out.shape[1]  # synthetic FER ids beyond the model's classes: left out
             for runtime, out in (("keras", keras_out), ("onnx", onnx_out)):
-                scores = metrics.emotion_scores(labels[valid], out[valid].argmax(1), classes)
+                scores = scoring.emotion_scores(labels[valid], out[valid].argmax(1), classes)
                 report[f"{runtime}_f1_weighted"] = scores["f1_weighted"]
                 report[f"{runtime}_accuracy"] = scores["accuracy"]
             report["same_class"] = float(np.mean(keras_out.argmax(1) == onnx_out.argmax(1)))
@@ -191,20 +193,21 @@ def export_champions(params: dict, out_dir: str | os.PathLike = OUT_DIR, log: bo
     With ``log``: each file goes to its version's run as ``onnx/<task>-v<version>.onnx`` and the
     version gets the tags ``facelab.onnx`` (that artifact's URI) and ``facelab.onnx_sha256``.
     """
-    from facelab import inference, tracking  # noqa: F401  (inference registers facelab's Keras layers)
+    from facelab.nn import inference  # noqa: F401  (inference registers facelab's Keras layers)
+    from facelab.tracking import store
 
     names = params["tracking"]
-    tracking.connect(names["experiment"])
+    store.connect(names["experiment"])
     out_dir = Path(out_dir)
     exported = {}
     for task in TASKS:
         name = names[f"{task}_model"]
-        version = tracking.champion_version(name)
+        version = store.champion_version(name)
         if version is None:
-            raise FacelabError(f"{model_uris.alias_uri(name)}: no champion yet (run the pipeline: dvc repro)")
-        uri = model_uris.version_uri(name, version.version)  # this version, even if the alias moves meanwhile
+            raise FacelabError(f"{uris.alias_uri(name)}: no champion yet (run the pipeline: dvc repro)")
+        uri = uris.version_uri(name, version.version)  # this version, even if the alias moves meanwhile
         try:
-            model = tracking.load_keras(uri)
+            model = store.load_keras(uri)
         except Exception as exc:  # MLflow's errors: the version's files are gone, the store is unreachable
             raise FacelabError(f"{uri}: cannot load the model: {str(exc).strip().splitlines()[0]}") from None
         metadata = {onnx_runtime.META_SOURCE: uri}
@@ -232,21 +235,19 @@ def _keras_bytes(model) -> int | None:
 
 def _log_beside(version, path: Path, task: str, digest: str) -> str:
     """Log ``path`` to the run that logged ``version`` and tag the version with the artifact's URI."""
-    from facelab import tracking
+    from facelab.tracking import store
 
     if not version.run_id:
         raise FacelabError(
-            f"{model_uris.version_uri(version.name, version.version)}: the version has no run to log the ONNX file in"
+            f"{uris.version_uri(version.name, version.version)}: the version has no run to log the ONNX file in"
         )
     artifact = f"{task}-v{version.version}{onnx_runtime.SUFFIX}"
     with tempfile.TemporaryDirectory(prefix="facelab-onnx-log-") as tmp:  # the artifact's own file name
         named = Path(tmp) / artifact
         shutil.copyfile(path, named)
-        tracking.log_artifact_to_run(version.run_id, named, ARTIFACT_DIR)
+        store.log_artifact_to_run(version.run_id, named, ARTIFACT_DIR)
     uri = f"runs:/{version.run_id}/{ARTIFACT_DIR}/{artifact}"
-    tracking.tag_version(
-        version.name, int(version.version), {onnx_runtime.ONNX_TAG: uri, onnx_runtime.SHA256_TAG: digest}
-    )
+    store.tag_version(version.name, int(version.version), {onnx_runtime.ONNX_TAG: uri, onnx_runtime.SHA256_TAG: digest})
     return uri
 
 
@@ -254,7 +255,7 @@ def export_files(
     keypoints_model: str, emotion_model: str, out_dir: str | os.PathLike, classes: Sequence[str] | None = None
 ) -> dict:
     """Export two local ``.keras`` files (no registry, nothing logged): benchmarks and tests."""
-    from facelab import inference
+    from facelab.nn import inference
 
     out_dir = Path(out_dir)
     exported = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from facelab.model import all_layers
+from facelab.nn.resnet import all_layers
 
 EPSILON = 1e-12  # guards the division by the gradient norm
 

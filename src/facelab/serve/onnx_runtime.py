@@ -1,6 +1,6 @@
 """The face analyser on ONNX Runtime: ``FaceAnalyzer``'s interface with onnxruntime, numpy and OpenCV only.
 
-``facelab export onnx`` (``facelab.onnx_export``) writes each champion Keras model, its test-time
+``facelab export onnx`` (``facelab.serve.onnx_export``) writes each champion Keras model, its test-time
 averaging included, as one ONNX graph (input ``image``: (N, H, W, 1) float32 0-255 pixels; output
 ``keypoints`` (N, 30) pixel coordinates or ``probabilities`` (N, classes)), with the facts a runtime
 needs in the file's metadata (``META_*``: task, input size, classes, the registry version it came
@@ -8,13 +8,13 @@ from), logs it next to the Keras model (an artifact of the version's run) and ta
 with where it is (``ONNX_TAG``) and its sha256 (``SHA256_TAG``).
 
 ``OnnxFaceAnalyzer`` runs those files with the same ``keypoint_size`` / ``emotion_size`` /
-``classes`` / ``keypoints`` / ``probabilities`` / ``analyse`` as ``facelab.analyzer.FaceAnalyzer``,
-so ``facelab.predict`` (photos, detection, batching, drawing) and ``facelab.demo`` run it
+``classes`` / ``keypoints`` / ``probabilities`` / ``analyse`` as ``facelab.serve.keras_runtime.FaceAnalyzer``,
+so ``facelab.serve.predict_command`` (photos, detection, batching, drawing) and ``facelab.serve.demo`` run it
 unchanged. ``load_onnx_analyzer`` finds the files as ``predict.load_analyzer`` finds the Keras
 models: local ``.onnx`` files, or the registry (champion by default) through the versions' tags.
 
 Nothing here imports TensorFlow or Keras (a test checks it in a fresh interpreter); MLflow is
-imported (through ``facelab.tracking``) only to fetch files from the registry.
+imported (through ``facelab.tracking.store``) only to fetch files from the registry.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab import model_uris
-from facelab.analysis import FaceAnalysis
 from facelab.errors import FacelabError
+from facelab.serve.analysis import FaceAnalysis
+from facelab.tracking import uris
 
 BATCH_SIZE = 128  # faces per ONNX Runtime call, as inference.BATCH_SIZE
 INPUT_NAME = "image"
@@ -142,15 +142,15 @@ def _local(path: str) -> str:
 
 def registry_onnx(uri: str, folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
     """Download the ONNX twin of the Keras version ``uri`` into ``folder``: its path, and the version's tags."""
-    from facelab import tracking
+    from facelab.tracking import store
 
-    name, alias, number = model_uris.parse(uri)
+    name, alias, number = uris.parse(uri)
     try:
-        version = tracking.get_version(name, alias, number)
+        version = store.get_version(name, alias, number)
     except FacelabError:
         raise
     except Exception as exc:  # MLflow's not-found error
-        raise FacelabError(f"{uri}: no such model version in {tracking.tracking_uri()}: {exc}") from None
+        raise FacelabError(f"{uri}: no such model version in {store.tracking_uri()}: {exc}") from None
     tags = dict(version.tags)
     where = tags.get(ONNX_TAG)
     if not where:
@@ -158,7 +158,7 @@ def registry_onnx(uri: str, folder: str | os.PathLike) -> tuple[str, dict[str, s
             f"{uri} (version {version.version}) has no ONNX file yet: run `facelab export onnx` "
             "(it exports the champions) or pass --runtime keras"
         )
-    path = tracking.download(where, folder, "download ONNX model")
+    path = store.download(where, folder, "download ONNX model")
     expected = tags.get(SHA256_TAG)
     if expected and sha256(path) != expected:
         raise FacelabError(f"{where}: sha256 differs from the version's tag {SHA256_TAG}: the file was changed")
@@ -180,19 +180,19 @@ def load_onnx_analyzer(
     else ``data.emotion.classes``.
     """
     names = params["tracking"]
-    keypoints_model = keypoints_model or model_uris.alias_uri(names["keypoints_model"])
-    emotion_model = emotion_model or model_uris.alias_uri(names["emotion_model"])
-    if not all(model_uris.is_local(uri, SUFFIX) for uri in (keypoints_model, emotion_model)):
-        from facelab import tracking
+    keypoints_model = keypoints_model or uris.alias_uri(names["keypoints_model"])
+    emotion_model = emotion_model or uris.alias_uri(names["emotion_model"])
+    if not all(uris.is_local(uri, SUFFIX) for uri in (keypoints_model, emotion_model)):
+        from facelab.tracking import store
 
-        tracking.connect(names["experiment"])
+        store.connect(names["experiment"])
     with tempfile.TemporaryDirectory(prefix="facelab-onnx-") as tmp:  # the sessions hold the graphs in memory
         tags: dict[str, str] = {}
-        if model_uris.is_local(keypoints_model, SUFFIX):
+        if uris.is_local(keypoints_model, SUFFIX):
             kp_path = _local(keypoints_model)
         else:
             kp_path, _ = registry_onnx(keypoints_model, Path(tmp) / "keypoints")
-        if model_uris.is_local(emotion_model, SUFFIX):
+        if uris.is_local(emotion_model, SUFFIX):
             em_path = _local(emotion_model)
         else:
             em_path, tags = registry_onnx(emotion_model, Path(tmp) / "emotion")

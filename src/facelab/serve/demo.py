@@ -1,13 +1,13 @@
 """``facelab demo``: a Gradio page over the face analyser: a photo in, every face's box, keypoints and emotion out.
 
 Upload a photo (or take one with the webcam) and the page shows it with each face's box, its 15
-keypoints and ``emotion probability`` drawn (``predict.annotate``, what ``facelab predict``
+keypoints and ``emotion probability`` drawn (``predict_command.annotate``, what ``facelab predict``
 writes), a table of every face's class probabilities, and the JSON record ``facelab predict``
-writes. The work is ``predict.iter_analysed`` on the photo, exactly as on the command line: the
+writes. The work is ``predict_command.iter_analysed`` on the photo, exactly as on the command line: the
 same reading (``photos.decode_photo``: EXIF orientation, 16-bit, alpha), face detection, crops,
 models and record. Nothing here detects, crops or draws by itself.
 
-* ``build_app(analyzer)`` builds the page over an analyser already loaded (``predict.load_analyzer``'s
+* ``build_app(analyzer)`` builds the page over an analyser already loaded (``predict_command.load_analyzer``'s
   ``FaceAnalyzer``, or anything with its ``analyse`` / ``keypoint_size`` / ``classes``, such as the
   ONNX Runtime one): the models are loaded once, before the page exists, never per request.
 * ``serve(params, ...)`` loads the champion analyser (or the given model URIs and classes, as
@@ -36,8 +36,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from facelab import model_uris, photos, predict
 from facelab.errors import FacelabError
+from facelab.serve import photos, predict_command
+from facelab.tracking import uris
 
 HOST, PORT = "127.0.0.1", 7860
 MAX_FILE_MB = 25  # uploads above this are refused by Gradio before they are stored
@@ -69,10 +70,10 @@ def analyse_bytes(data: bytes, name: str, analyzer) -> tuple[dict, np.ndarray | 
 
     The record is ``facelab predict``'s (``{"photo", "error"}`` for a file that is not a readable image).
     """
-    [(record, gray)] = list(predict.iter_analysed([(name, partial(photos.decode_photo, data, name))], analyzer))
+    [(record, gray)] = list(predict_command.iter_analysed([(name, partial(photos.decode_photo, data, name))], analyzer))
     if gray is None:
         return record, None
-    picture = cv2.cvtColor(predict.annotate(gray, record), cv2.COLOR_BGR2RGB)
+    picture = cv2.cvtColor(predict_command.annotate(gray, record), cv2.COLOR_BGR2RGB)
     scale = DISPLAY_MAX_SIDE / max(picture.shape[:2])
     if scale < 1:
         picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -163,7 +164,7 @@ def build_app(analyzer, description: str = "", max_file_mb: float = MAX_FILE_MB)
             with gr.Column(scale=1):
                 with gr.Tabs():
                     with gr.Tab("Photo file"):
-                        # Any file is taken (no file_types): facelab.photos, not the browser, says what is
+                        # Any file is taken (no file_types): facelab.serve.photos, not the browser, says what is
                         # wrong with one that is not an image, on the page.
                         upload = gr.File(label="Photo (JPEG, PNG, ...)", type="filepath", elem_id=UPLOAD_ID)
                     with gr.Tab("Webcam"):
@@ -191,7 +192,7 @@ def build_app(analyzer, description: str = "", max_file_mb: float = MAX_FILE_MB)
         with gr.Accordion("The record (what facelab predict writes)", open=False):
             record = gr.JSON(elem_id=RECORD_ID)
         # preprocess=False: the handler gets the stored upload itself (Gradio checks it is one of its
-        # uploads) and facelab.photos reads it; Gradio's own preprocessing would decode it with Pillow first.
+        # uploads) and facelab.serve.photos reads it; Gradio's own preprocessing would decode it with Pillow first.
         for source in (upload, webcam):
             source.change(
                 on_photo,
@@ -234,16 +235,16 @@ def load(
 ):
     """The analyser ``facelab predict`` would use (champions by default), loaded once."""
     if runtime == "onnx":
-        from facelab.onnx_runtime import load_onnx_analyzer
+        from facelab.serve.onnx_runtime import load_onnx_analyzer
 
         return load_onnx_analyzer(params, keypoints_model, emotion_model, classes)
-    return predict.load_analyzer(params, keypoints_model, emotion_model, classes)
+    return predict_command.load_analyzer(params, keypoints_model, emotion_model, classes)
 
 
 def describe(params: dict, keypoints_model: str | None, emotion_model: str | None, runtime: str) -> str:
     names = params["tracking"]
-    kp = keypoints_model or model_uris.alias_uri(names["keypoints_model"])
-    em = emotion_model or model_uris.alias_uri(names["emotion_model"])
+    kp = keypoints_model or uris.alias_uri(names["keypoints_model"])
+    em = emotion_model or uris.alias_uri(names["emotion_model"])
     return f"Models: keypoints `{kp}`, emotion `{em}` ({'ONNX Runtime' if runtime == 'onnx' else 'Keras'})."
 
 

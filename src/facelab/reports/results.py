@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from facelab import provenance, tracking, viz
 from facelab.atomic import write_text
 from facelab.errors import FacelabError
+from facelab.reports import pictures
+from facelab.tracking import provenance, store
 
 TRAINING_STAGES = ("train_keypoints", "train_emotion")
 RESULTS_FILE, PICTURE_FILE = "results.md", "accuracy-vs-minutes.png"
@@ -56,14 +57,14 @@ def training_runs(experiment: str) -> pd.DataFrame:
     """The FINISHED training runs of ``experiment``: one row each, newest first (mlflow.search_runs' columns)."""
     import mlflow
 
-    uri = tracking.tracking_uri()
-    if uri == tracking.default_tracking_uri() and not (tracking.workspace_root() / tracking.DB_FILE).exists():
-        raise FacelabError(f"no MLflow store at {tracking.workspace_root() / tracking.DB_FILE}: run the pipeline first")
+    uri = store.tracking_uri()
+    if uri == store.default_tracking_uri() and not (store.workspace_root() / store.DB_FILE).exists():
+        raise FacelabError(f"no MLflow store at {store.workspace_root() / store.DB_FILE}: run the pipeline first")
     mlflow.set_tracking_uri(uri)
-    found = tracking.retry(lambda: mlflow.get_experiment_by_name(experiment), "get experiment")
+    found = store.retry(lambda: mlflow.get_experiment_by_name(experiment), "get experiment")
     if found is None:
-        raise FacelabError(f"no experiment {experiment!r} in {tracking._redacted(uri)}")
-    runs = tracking.retry(
+        raise FacelabError(f"no experiment {experiment!r} in {store._redacted(uri)}")
+    runs = store.retry(
         lambda: mlflow.search_runs(
             experiment_ids=[found.experiment_id],
             filter_string="tags.`facelab.stage` LIKE 'train_%' and attributes.status = 'FINISHED'",
@@ -148,5 +149,5 @@ def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_onl
     if out:
         write_text(Path(out) / RESULTS_FILE, text)
         panels = {task: (frame, *panel_figure(task)) for task, frame in task_tables.items()}
-        viz.accuracy_minutes_png(Path(out) / PICTURE_FILE, panels)
+        pictures.accuracy_minutes_png(Path(out) / PICTURE_FILE, panels)
         print(f"wrote {Path(out) / RESULTS_FILE} and {Path(out) / PICTURE_FILE}")

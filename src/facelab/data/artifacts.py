@@ -64,7 +64,7 @@ class _Declared(dict):
     def __missing__(self, name: str):
         raise KeyError(
             f"stage {self.stage} reads {name!r}, which it does not declare "
-            "(facelab.artifacts.STAGE_INPUTS and dvc.yaml deps)"
+            "(facelab.data.artifacts.STAGE_INPUTS and dvc.yaml deps)"
         )
 
 

@@ -1,0 +1,7 @@
+"""Data: the file readers and their CSV engine, the seeded synthetic faces, augmentation, and the paths of
+the pipeline's data files (what each stage reads and writes).
+
+May import: the root modules (``facelab.errors``, ``facelab.atomic``, ``facelab.config``, ``facelab.formats``, ...)
+and ``facelab.data``. No TensorFlow, no MLflow. The layering rule: docs/architecture.md; tests/code/test_structure.py
+fails on an import against it.
+"""
