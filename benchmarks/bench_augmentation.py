@@ -1,10 +1,10 @@
 """Throughput of the on-the-fly emotion augmentation alone: in order (as facelab runs it) or in parallel.
 
-Run from the repository root (not part of run_all: it explains a choice in ``training.make_dataset``):
+Run from the repository root (not part of run_all: it explains a choice in ``input_pipeline.make_dataset``):
 
     python benchmarks/bench_augmentation.py [--batches 300] [--repeats 2]
 
-It reads BATCH-sized batches of random 48x48 faces from ``training.make_dataset`` with the emotion
+It reads BATCH-sized batches of random 48x48 faces from ``input_pipeline.make_dataset`` with the emotion
 augmentation of params.yaml (``augment.emotion_augmenter``), repeated, and reports faces/s of:
 
 * ``in order``: ``make_dataset`` as the pipeline uses it (one map call at a time: the Keras random
@@ -23,16 +23,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 
 BATCH = 32
 FACES = 4096
@@ -47,15 +42,16 @@ def pipeline(kind: str, images: np.ndarray, labels: np.ndarray):
     import tensorflow as tf
 
     from facelab.data.augmentation import emotion_augmenter
-    from facelab.nn import training
+    from facelab.nn import input_pipeline
 
     keras.utils.set_random_seed(SEED)
     if kind == "no augmentation":
-        return training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED).repeat()
+        return input_pipeline.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED).repeat()
     augmenter = emotion_augmenter(seed=SEED, **EMOTION_AUGMENTATION)
     if kind == "in order":
-        return training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED, augmenter=augmenter).repeat()
-    batches = training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED)  # float batches, no augmentation
+        return input_pipeline.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED, augmenter=augmenter).repeat()
+    # float batches, no augmentation
+    batches = input_pipeline.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED)
     return (
         batches.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)

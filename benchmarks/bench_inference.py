@@ -81,7 +81,7 @@ def main() -> int:
     from facelab.nn.resnet import build_emotion_model, build_keypoint_model
     from facelab.serve import photos
     from facelab.serve.keras_runtime import FaceAnalyzer
-    from facelab.serve.predict_command import analyse_images
+    from facelab.serve.photo_batches import analyse_images
 
     params = load_params(REPO / "params.yaml")
     kp_cfg, em_cfg = params["train_keypoints"], params["train_emotion"]

@@ -5,7 +5,7 @@ Run from the repository root (not part of run_all: it explains a choice in ``tra
     python benchmarks/bench_iterator.py [--task keypoints|emotion] [--faces 1440] [--epochs 6]
 
 It trains the pipeline's model (``build_keypoint_model(96)`` or ``build_emotion_model(5, 48)`` with
-the emotion augmentation) on random faces, in ``training.make_dataset`` batches of BATCH, twice:
+the emotion augmentation) on random faces, in ``input_pipeline.make_dataset`` batches of BATCH, twice:
 
 * ``new iterator``: ``model.fit(dataset, epochs=...)``, Keras's way with a finite dataset;
 * ``repeated``: ``model.fit(dataset.repeat(), steps_per_epoch=..., epochs=...)``, as ``training.fit``.
@@ -20,14 +20,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 
 BATCH = 32
 SEED = 1
@@ -39,11 +35,11 @@ def build(task: str, faces: int):
     import keras
 
     from facelab.data.augmentation import emotion_augmenter
-    from facelab.nn import distributed, training
+    from facelab.nn import input_pipeline, precision, training
     from facelab.nn.resnet import build_emotion_model, build_keypoint_model
 
     rng = np.random.default_rng(SEED)
-    distributed.set_precision("auto")
+    precision.set_precision("auto")
     optimizer = training.make_optimizer(1e-3, "cosine", 1e-4, 1000)
     if task == "emotion":
         images = rng.integers(0, 255, (faces, 48, 48), dtype=np.uint8)
@@ -51,12 +47,12 @@ def build(task: str, faces: int):
         model = build_emotion_model(5, 48, 48, width=64, stem="imagenet", dropout=0.2)
         model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy())
         augmenter = emotion_augmenter(seed=SEED, **EMOTION_AUGMENTATION)
-        return model, training.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED, augmenter=augmenter)
+        return model, input_pipeline.make_dataset(images, labels, BATCH, shuffle=True, seed=SEED, augmenter=augmenter)
     images = rng.integers(0, 255, (faces, 96, 96), dtype=np.uint8)
     points = rng.uniform(10, 80, (faces, 30)).astype(np.float32)
     model = build_keypoint_model(96, width=64, stem="imagenet")
     model.compile(optimizer=optimizer, loss=training.masked_mse)
-    return model, training.make_dataset(images, points, BATCH, shuffle=True, seed=SEED)
+    return model, input_pipeline.make_dataset(images, points, BATCH, shuffle=True, seed=SEED)
 
 
 def per_epoch(task: str, faces: int, epochs: int, repeated: bool) -> list[tuple[float, float]]:

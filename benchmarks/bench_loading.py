@@ -31,18 +31,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import goals  # benchmarks/goals.py
 import numpy as np
 import pandas as pd
+from machine import cpu_model  # benchmarks/machine.py
+
+from facelab.config import SHARED_DATA
+from facelab.data import readers
+from facelab.formats import KEYPOINT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-import goals  # noqa: E402  (benchmarks/goals.py)
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
-
-from facelab.config import SHARED_DATA  # noqa: E402
-from facelab.data import readers  # noqa: E402
-from facelab.formats import KEYPOINT_COLUMNS  # noqa: E402
 
 DATA = REPO / SHARED_DATA
 FER_FILE = DATA / "fer2013" / "fer2013-train-publictest.csv.gz"

@@ -4,7 +4,7 @@ Run from the repository root:
 
     python benchmarks/bench_pipeline.py [--default] [--real-fer] [--keep]
 
-Everything runs in throw-away copies of the project (``tests/e2e/helpers.make_project_copy``: the
+Everything runs in throw-away copies of the project (``facelab.sandbox.make_project_copy``: the
 repository's dvc.yaml, params.yaml, stages/ and src/, a profile applied, git-initialised, with its own
 MLflow store), so the working tree is not touched.
 
@@ -37,16 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import goals  # benchmarks/goals.py
 import yaml
 
+from facelab.sandbox import make_project_copy
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.e2e.helpers import make_project_copy  # noqa: E402
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import goals  # noqa: E402  (benchmarks/goals.py)
-
 TINY_PROFILE = "profiles/tiny.yaml"
 FER_FILE = (REPO.parent / "shared" / "data" / "fer2013" / "fer2013-train-publictest.csv.gz").resolve()
 NOCHANGE_REPEATS = 3

@@ -16,8 +16,8 @@ emotion recipe trained it: 48x48 faces resized to 96x96 inside the model):
   numpy (the same images per epoch as facelab's ``augment`` stage writes); for emotion a
   ``keras.utils.PyDataset`` (default settings: one worker, the main thread) flips and shifts every
   batch in numpy (Keras 3 has no ImageDataGenerator).
-* facelab: what ``facelab.pipeline.train`` does: ``distributed.set_precision("auto")`` (mixed_bfloat16 on a CPU
-  with AVX512_BF16/AMX, mixed_float16 on a GPU, else float32), ``training.make_dataset`` over uint8
+* facelab: what ``facelab.pipeline.train`` does: ``precision.set_precision("auto")`` (mixed_bfloat16 on a CPU
+  with AVX512_BF16/AMX, mixed_float16 on a GPU, else float32), ``input_pipeline.make_dataset`` over uint8
   arrays (emotion: with ``augment.emotion_augmenter`` from params.yaml and per-sample class weights),
   AdamW with the cosine schedule, ``training.masked_mse`` / categorical cross-entropy.
 
@@ -55,7 +55,6 @@ import goals  # noqa: E402  (benchmarks/goals.py)
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 
 ROUNDS = 5  # plain/facelab pairs timed per task, at most ...
 MIN_ROUNDS = 3  # ... and at least: rounds stop after MIN_ROUNDS once a task's timed
@@ -207,7 +206,7 @@ def keypoint_variants(params: dict, steps: int):
 
     from facelab.data import synthetic
     from facelab.data.augmentation import expand_keypoint_training_set
-    from facelab.nn import distributed, training
+    from facelab.nn import input_pipeline, precision, training
     from facelab.nn.resnet import build_keypoint_model
 
     cfg, aug = params["train_keypoints"], dict(params["augment"]["keypoints"])
@@ -222,13 +221,13 @@ def keypoint_variants(params: dict, steps: int):
     x = images.astype(np.float32)[..., None]  # the classic float32 array in memory
     plain_fit = ((x, points), {"batch_size": batch, "shuffle": True})
 
-    policy = distributed.set_precision("auto")
+    policy = precision.set_precision("auto")
     ours = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
     ours.compile(
         optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
         loss=training.masked_mse,
     )
-    ds = training.make_dataset(images, points, batch, shuffle=True, seed=SEED).repeat()  # as training.fit
+    ds = input_pipeline.make_dataset(images, points, batch, shuffle=True, seed=SEED).repeat()  # as training.fit
     keras.mixed_precision.set_global_policy("float32")
     return (
         policy,
@@ -246,7 +245,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
 
     from facelab.data import synthetic
     from facelab.data.augmentation import emotion_augmenter
-    from facelab.nn import distributed, training
+    from facelab.nn import input_pipeline, precision, training
     from facelab.nn.resnet import build_emotion_model
     from facelab.pipeline.train import class_weights
 
@@ -261,7 +260,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     plain_ds = _plain_emotion_dataset(images, one_hot, batch, SEED)
 
-    policy = distributed.set_precision("auto")
+    policy = precision.set_precision("auto")
     ours = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
     ours.compile(
         optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
@@ -270,7 +269,7 @@ def emotion_variants(params: dict, steps: int, image_size: int = 48):
     )
     weights = class_weights(labels, EMOTION_CLASSES, cfg["class_weights"])
     augmenter = emotion_augmenter(seed=SEED, **params["augment"]["emotion"])
-    ds = training.make_dataset(
+    ds = input_pipeline.make_dataset(
         images, one_hot, batch, shuffle=True, seed=SEED, augmenter=augmenter, sample_weights=weights[labels]
     ).repeat()  # as training.fit
     keras.mixed_precision.set_global_policy("float32")

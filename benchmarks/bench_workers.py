@@ -5,8 +5,8 @@ Run from the repository root:
     python benchmarks/bench_workers.py [--stages train_emotion train_keypoints] [--epochs 3]
 
 What a user gets who starts two workers (``TF_CONFIG``, ``facelab workers-config``, a
-``MultiWorkerMirroredStrategy``: facelab's own loop, ``training.fit_replicated``) on the cores that one worker
-would use. For each stage, in a copy of the project (``tests/e2e/helpers.make_project_copy``) with the quick
+``MultiWorkerMirroredStrategy``: facelab's own loop, ``distributed.fit_replicated``) on the cores that one worker
+would use. For each stage, in a copy of the project (``facelab.sandbox.make_project_copy``) with the quick
 profile's model and training settings on synthetic faces (no sharpness-aware steps: they refuse several
 replicas), three trainings of the stage script, one after the other:
 
@@ -35,10 +35,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.e2e.helpers import free_ports, make_project_copy, newest_stage_run, run  # noqa: E402
+from facelab.sandbox import free_ports, make_project_copy, newest_stage_run, run
 
 PROFILES = {"train_emotion": "profiles/quick-emotion-5.yaml", "train_keypoints": "profiles/quick-keypoints.yaml"}
 SYNTHETIC_FACES = {"train_emotion": 4000, "train_keypoints": 800}  # about 2,300 training faces each

@@ -5,7 +5,7 @@ Run by ``benchmarks/gpu_check.sh`` (one command, which also makes the GPU venv);
     python benchmarks/gpu_check.py [--profiles tiny quick-keypoints quick-emotion-5 quick-emotion-7] [--require-gpu]
     python benchmarks/gpu_check.py --check-report install.json   # a `pip install --dry-run --report` of .[gpu]
 
-Each profile runs in a throw-away copy of the project (``tests/e2e/helpers.make_project_copy``, the profile
+Each profile runs in a throw-away copy of the project (``facelab.sandbox.make_project_copy``, the profile
 applied, ``epochs: 1`` for the real-data ones, ``../shared/data`` linked beside it): ``dvc repro augment`` makes
 the data (prepare + augment), then the profile's training stage(s) run in a child process of this script
 that calls ``facelab.pipeline.train`` itself, so that it can read TensorFlow's peak GPU memory
@@ -28,8 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from facelab.sandbox import CommandFailed, make_project_copy, newest_stage_run, run
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 PROFILES = {  # profile -> the training stages it is about
     "tiny": ("train_keypoints", "train_emotion"),
@@ -53,7 +54,6 @@ def train_stage(stage: str) -> None:
 
     from facelab.config import load_params
     from facelab.pipeline import train
-    from tests.e2e.helpers import newest_stage_run
 
     started = time.perf_counter()
     params = load_params("params.yaml")
@@ -85,8 +85,6 @@ def project(profile: str, work: Path) -> tuple[Path, dict]:
     """A copy of the project with ``profile`` applied (real-data profiles: one epoch), ../shared beside it."""
     from ruamel.yaml import YAML
 
-    from tests.e2e.helpers import make_project_copy, run
-
     root = work / profile
     root.mkdir(parents=True)
     shared = REPO.parent / "shared"
@@ -105,8 +103,6 @@ def project(profile: str, work: Path) -> tuple[Path, dict]:
 
 def run_profile(profile: str, work: Path, timeout: int) -> list[dict]:
     """One row per training stage of ``profile``; a stage that fails or times out is a row saying so."""
-    from tests.e2e.helpers import run
-
     path, env = project(profile, work)
     started = time.perf_counter()
     rows = []
@@ -117,7 +113,7 @@ def run_profile(profile: str, work: Path, timeout: int) -> list[dict]:
             result = run([sys.executable, str(Path(__file__).resolve()), "--train", stage], path, env, timeout=timeout)
             line = next(x for x in result.stdout.splitlines() if x.startswith(RESULT_PREFIX))
             rows.append({"profile": profile, "data_seconds": data_seconds, **json.loads(line[len(RESULT_PREFIX) :])})
-    except (AssertionError, subprocess.TimeoutExpired) as exc:
+    except (CommandFailed, subprocess.TimeoutExpired) as exc:
         print(str(exc)[-3000:], file=sys.stderr)
         rows.append({"profile": profile, "failed": f"{type(exc).__name__} after {time.perf_counter() - started:.0f} s"})
     return rows

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -38,6 +37,7 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     from facelab.config import load_params
+    from facelab.sandbox import free_port
     from facelab.serve import demo
     from facelab.serve.browser import launch
 
@@ -46,9 +46,7 @@ def main() -> int:
         import matplotlib.cbook
 
         photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     classes = args.classes.split(",") if args.classes else None
     app = demo.serve(
         load_params(args.params),

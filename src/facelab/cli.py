@@ -2,22 +2,24 @@
 
 Every command runs through ``facelab.runner.guarded``: errors a user can fix (``FacelabError``)
 print as one line, ``facelab: error: ...``, and exit with status 1; ``--debug`` (or
-``FACELAB_DEBUG=1``) shows the traceback. Ctrl-C or SIGTERM exits with 130.
+``FACELAB_DEBUG=1``) shows the traceback. Ctrl-C or SIGTERM exits with 130. A command whose optional
+dependencies (an extra of pyproject.toml: ``_check_extras``) are not installed is one such line too,
+checked (``facelab.extras``) before the command's module is imported.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import shlex
 import sys
 from collections.abc import Sequence
 
 from facelab.config import load_params
+from facelab.extras import DEMO_MODULES, ONNX_EXPORT_MODULES, ONNX_RUNTIME_MODULES, require
 from facelab.nn import tf_config
-from facelab.runner import EXIT_ERROR, guarded
+from facelab.runner import guarded
 
 
 def _cmd_stage(args) -> None:
@@ -124,32 +126,24 @@ def _classes(args) -> list[str] | None:
     return [c.strip() for c in args.classes.split(",")] if args.classes else None
 
 
-def _load_analyzer(args):
-    """predict's analyser: the Keras models (``predict.load_analyzer``) or their ONNX files on ONNX Runtime,
-    which imports no TensorFlow (``onnx_runtime.load_onnx_analyzer``)."""
-    params, classes = load_params(args.params), _classes(args)
-    if args.runtime == "onnx":
-        from facelab.serve.onnx_runtime import load_onnx_analyzer
-
-        return load_onnx_analyzer(params, args.keypoints_model, args.emotion_model, classes)
-    from facelab.serve.predict_command import load_analyzer
-
-    return load_analyzer(params, args.keypoints_model, args.emotion_model, classes)
+def _check_extras(args) -> None:
+    """A FacelabError naming the extra to install when the command needs one that is missing."""
+    if args.command == "demo":
+        require("demo", DEMO_MODULES, "facelab demo")
+    if getattr(args, "runtime", None) == "onnx":
+        require("onnx", ONNX_RUNTIME_MODULES, f"facelab {args.command} --runtime onnx")
+    if args.command == "export" and args.format == "onnx":
+        require("onnx", ONNX_EXPORT_MODULES, "facelab export onnx")
 
 
 def _cmd_predict(args) -> int:
-    from facelab.serve.predict_command import analyse_photos, output_paths
+    """The Keras models, or their ONNX files on ONNX Runtime, which imports no TensorFlow (``serve.loading``)."""
+    from facelab.serve import predict_command
+    from facelab.serve.loading import load_analyzer
 
-    analyzer = _load_analyzer(args)
-    records = analyse_photos(args.photos, analyzer, args.out)
-    if args.json:
-        print(json.dumps(records, indent=2))
-    else:
-        for record, (annotated, _) in zip(records, output_paths(args.photos, args.out)):
-            if "error" not in record:
-                faces = "".join(f", {f['emotion']} {f['probability']:.2f}" for f in record["faces"])
-                print(f"{record['photo']}: {len(record['faces'])} face(s){faces} -> {annotated}")
-    return EXIT_ERROR if any("error" in r for r in records) else 0
+    params = load_params(args.params)
+    analyzer = load_analyzer(params, args.keypoints_model, args.emotion_model, _classes(args), args.runtime)
+    return predict_command.run(args.photos, analyzer, args.out, args.json)
 
 
 def _cmd_demo(args) -> None:
@@ -198,7 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.debug:
         os.environ["FACELAB_DEBUG"] = "1"
-    return guarded(lambda: args.handler(args))
+    return guarded(lambda: _run(args))
+
+
+def _run(args):
+    _check_extras(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

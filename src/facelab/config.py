@@ -119,7 +119,7 @@ PRECISION = _choice("float32", "mixed_bfloat16", "mixed_float16", "auto")
 STEM = _choice("imagenet", "stride2", "small")
 # Filters of the first stage. TensorFlow's oneDNN CPU kernels (its default on x86) crash on this
 # ResNet-18 at widths 8 and 12 (heap corruption, "could not create a primitive descriptor" in
-# Conv2DBackpropFilter); multiples of 16 trained cleanly in every trial (see the README's notes).
+# Conv2DBackpropFilter); multiples of 16 trained cleanly in every trial (docs/troubleshooting.md).
 WIDTH = (lambda v: _is_int(v) and 16 <= v <= 512 and v % 16 == 0, "a multiple of 16 from 16 to 512")
 
 

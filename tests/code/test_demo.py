@@ -7,34 +7,27 @@ import base64
 import numpy as np
 import pytest
 
-from facelab.serve import demo, predict_command
-from tests.code.test_photos import _bomb_png
-from tests.e2e.test_serve import _photo
-
-CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
+from facelab.serve import demo, photo_batches, photos
+from facelab.serve.drawing import annotate
+from tests.support.networks import TINY_EMOTION_CLASSES as CLASSES
+from tests.support.photos import bomb_png, two_faces_photo
 
 
 @pytest.fixture(scope="module")
-def analyzer():
-    import keras
-
-    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
+def analyzer(tiny_keypoint_network, tiny_emotion_network):
     from facelab.serve.keras_runtime import FaceAnalyzer
 
-    keras.utils.set_random_seed(0)
-    return FaceAnalyzer(build_keypoint_model(width=16), build_emotion_model(len(CLASSES), width=16), CLASSES)
+    return FaceAnalyzer(tiny_keypoint_network, tiny_emotion_network, CLASSES)
 
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
-    return _photo(tmp_path_factory.mktemp("demo") / "two-faces.jpg")
+    return two_faces_photo(tmp_path_factory.mktemp("demo") / "two-faces.jpg")
 
 
 def test_a_photo_gives_predicts_record_its_picture_table_and_status(analyzer, photo):
     picture, status, table, record = demo.respond(analyzer, {"path": str(photo), "orig_name": "two-faces.jpg"})
-    [expected] = predict_command.analyse_images(
-        [("two-faces.jpg", lambda: predict_command.photos.read_photo(photo))], analyzer
-    )
+    [expected] = photo_batches.analyse_images([("two-faces.jpg", lambda: photos.read_photo(photo))], analyzer)
     assert record == expected  # exactly facelab predict's record
     assert len(record["faces"]) == 2
     assert picture.shape == (480, 720, 3) and picture.dtype == np.uint8
@@ -50,8 +43,8 @@ def test_the_picture_is_predicts_annotated_photo(analyzer, photo):
     import cv2
 
     record, picture = demo.analyse_bytes(photo.read_bytes(), "p.jpg", analyzer)
-    gray = predict_command.photos.read_photo(photo)
-    assert np.array_equal(picture, cv2.cvtColor(predict_command.annotate(gray, record), cv2.COLOR_BGR2RGB))
+    gray = photos.read_photo(photo)
+    assert np.array_equal(picture, cv2.cvtColor(annotate(gray, record), cv2.COLOR_BGR2RGB))
 
 
 def test_a_large_photo_is_shown_smaller_but_measured_in_photo_pixels(analyzer, tmp_path):
@@ -77,7 +70,7 @@ def test_a_large_photo_is_shown_smaller_but_measured_in_photo_pixels(analyzer, t
     ],
 )
 def test_bad_uploads_are_one_line_on_the_page(analyzer, tmp_path, payload, message):
-    files = {"text": b"name,value\nnot, an image\n", "bomb": _bomb_png(20000, 20000), "empty": b""}
+    files = {"text": b"name,value\nnot, an image\n", "bomb": bomb_png(20000, 20000), "empty": b""}
     names = {"text": "notes.txt", "bomb": "bomb.png", "empty": "empty.jpg"}
     if payload in files:
         path = tmp_path / "upload"

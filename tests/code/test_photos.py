@@ -6,7 +6,6 @@ import gzip
 import json
 import math
 import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -18,10 +17,11 @@ from PIL import Image
 from facelab.config import SHARED_DATA
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_COLUMNS, KEYPOINT_IMAGE_COLUMN, KEYPOINT_NAMES
-from facelab.serve import photos, predict_command
+from facelab.serve import photo_batches, photos, predict_command
+from tests.support.networks import TINY_EMOTION_CLASSES as CLASSES
+from tests.support.photos import bomb_png
 
 YTF_VAL = Path(__file__).resolve().parents[2] / SHARED_DATA / "keypoints" / "ytf-keypoints-val.csv.gz"
-CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
 
 
 def _picture(height: int = 60, width: int = 80) -> np.ndarray:
@@ -90,21 +90,6 @@ def test_exif_orientation_is_applied_as_opencv_and_viewers_do(tmp_path, orientat
         assert gray[5, -5] > 150 and gray[5, 5] < 80
 
 
-def _bomb_png(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height black pixels: a few kB that decode to ``width * height`` pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = zlib.compress(b"\x00" * ((width // 8 + 2) * height), 9)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-        + chunk(b"IDAT", rows)
-        + chunk(b"IEND", b"")
-    )
-
-
 def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     noisy = np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8)  # cut in the pixel data
     ok, jpeg = cv2.imencode(".jpg", noisy)
@@ -119,7 +104,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
         "header_only_jpeg": (jpeg.tobytes()[:40], "truncated or corrupt JPEG"),
         "text": (b"name,value\nthis is, not an image\n" * 20, "not an image"),
         "gzip": (gzip.compress(b"not an image"), "not an image"),
-        "png_bomb": (_bomb_png(12000, 10000), "image too large: 12000x10000 = 120.0 megapixels (limit 100)"),
+        "png_bomb": (bomb_png(12000, 10000), "image too large: 12000x10000 = 120.0 megapixels (limit 100)"),
         "jpeg_bomb": (bytes(jpeg_bomb), "image too large: 900.0 megapixels (limit 100)"),
     }
     files = {}
@@ -257,11 +242,10 @@ def test_bundled_face_cascade_loads():
 
 
 @pytest.fixture(scope="module")
-def analyzer():
-    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
+def analyzer(tiny_keypoint_network, tiny_emotion_network):
     from facelab.serve.keras_runtime import FaceAnalyzer
 
-    return FaceAnalyzer(build_keypoint_model(width=16), build_emotion_model(len(CLASSES), width=16), CLASSES)
+    return FaceAnalyzer(tiny_keypoint_network, tiny_emotion_network, CLASSES)
 
 
 FAKE_BOXES = {3: [(10, 10, 60, 60), (100, 20, 80, 80), (200, 40, 50, 50)], 1: [(30, 30, 70, 70)], 0: []}
@@ -314,8 +298,8 @@ def test_faces_of_all_photos_share_batches(tmp_path, analyzer, fake_detector, mo
 
 def test_same_records_with_one_face_per_batch(tmp_path, analyzer, fake_detector):
     paths = _photo_files(tmp_path, [3, 1])
-    big = predict_command.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 64)
-    small = predict_command.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 1)
+    big = photo_batches.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 64)
+    small = photo_batches.analyse_images([(str(p), lambda p=p: photos.read_photo(p)) for p in paths], analyzer, 1)
     for a, b in zip(big, small):
         for fa, fb in zip(a["faces"], b["faces"]):
             assert fa["box"] == fb["box"] and fa["emotion"] == fb["emotion"]

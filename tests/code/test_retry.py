@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
@@ -91,14 +90,8 @@ def test_retry_waits_out_a_short_outage(monkeypatch):
     assert store.retry(flaky) == "ok"
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys):
-    port = _closed_port()
+def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys, free_port):
+    port = free_port  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("FACELAB_RETRY_BUDGET_S", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -113,9 +106,7 @@ def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys):
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+def client(mlflow_store, tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the workspace whose .facelab/ holds the open-run notes
     store.connect("facelab-test")
     client = MlflowClient()

@@ -264,3 +264,46 @@ def test_the_root_stays_small_and_modules_short():
         if (n := len(p.read_text().splitlines())) > MODULE_LINE_LIMIT
     }
     assert not long, f"modules over {MODULE_LINE_LIMIT} lines: {long}"
+
+
+# --- the package map of docs/architecture.md --------------------------------------------------
+
+ARCHITECTURE = REPO / "docs" / "architecture.md"
+MAP_START, MAP_END = "<!-- package-map:start -->", "<!-- package-map:end -->"
+
+
+def package_map(graph: dict[str, set[str]]) -> str:
+    """docs/architecture.md's picture of the packages, drawn from the import graph: one box per layer with its
+    modules, one arrow per pair of layers where a module of one imports a module of the other."""
+    modules: dict[str, list[str]] = {}
+    for module in graph:
+        name = module.rsplit(".", 1)[-1]
+        if module == "facelab" or (module.count(".") == 1 and part(module) != "root" and part(module) != "cli"):
+            continue  # a package's face
+        modules.setdefault(part(module), []).append(name)
+    arrows = sorted(
+        {(part(m), part(o)) for m, imported in graph.items() for o in imported if part(m) != part(o)}
+        - {(p, "root") for p in LAYERS}  # every layer uses the root: drawn once, in words
+    )
+    lines = ["```mermaid", "flowchart TD"]
+    for layer in LAYERS:
+        if layer == "cli":
+            lines.append('    cli["<b>facelab.cli</b><br/>the facelab command"]')
+            continue
+        names = " · ".join(sorted(modules.get(layer, [])))
+        title = "facelab (root)" if layer == "root" else f"facelab.{layer}"
+        lines.append(f'    {layer}["<b>{title}</b><br/>{names}"]')
+    lines += [f"    {a} --> {b}" for a, b in arrows]
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def test_the_architecture_page_draws_todays_packages():
+    """Redraw with: python tests/code/test_structure.py (prints the block to paste between the markers)."""
+    text = ARCHITECTURE.read_text()
+    drawn = text.split(MAP_START, 1)[1].split(MAP_END, 1)[0].strip()
+    assert drawn == package_map(import_graph()), "docs/architecture.md's package map is out of date: redraw it"
+
+
+if __name__ == "__main__":
+    print(package_map(import_graph()))

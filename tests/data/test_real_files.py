@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from facelab.data import readers
 from facelab.config import SHARED_DATA
+from facelab.data import readers
 from facelab.formats import FER_LABELS, KEYPOINT_COLUMNS
 
 pytestmark = pytest.mark.realdata
@@ -28,8 +28,15 @@ SLICE_ROWS = 200
 # From ../shared/data/README.md.
 FER_ROWS = 32_298
 FER_USAGE_COUNTS = {"Training": 28_709, "PublicTest": 3_589}
-FER_TRAINING_CLASS_COUNTS = {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830,
-                             "surprise": 3171, "neutral": 4965}
+FER_TRAINING_CLASS_COUNTS = {
+    "angry": 3995,
+    "disgust": 436,
+    "fear": 4097,
+    "happy": 7215,
+    "sad": 4830,
+    "surprise": 3171,
+    "neutral": 4965,
+}
 
 
 def need(path: Path) -> Path:
@@ -69,7 +76,7 @@ def test_ytf_keypoints_slice(tmp_path, source):
     eye_y = data.keypoints[:, KEYPOINT_COLUMNS.index("left_eye_center_y")]
     mouth_y = data.keypoints[:, KEYPOINT_COLUMNS.index("mouth_center_bottom_lip_y")]
     assert (eye_y < mouth_y).all()
-    assert data.images.std(axis=(1, 2)).min() > 1           # real faces, not blank frames
+    assert data.images.std(axis=(1, 2)).min() > 1  # real faces, not blank frames
     np.testing.assert_array_equal(data.images.reshape(SLICE_ROWS, -1), naive_pixels(path, "Image"))
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from facelab.formats import KEYPOINT_COLUMNS
-from tests.e2e.helpers import make_project_copy
+from facelab.sandbox import make_project_copy
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,9 @@ def _set(path, **sections):
 
 
 def _prepare(path, env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "stages/prepare.py"], cwd=path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "stages/prepare.py"], cwd=path, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _keypoints_csv(path, rows: int, short_row: int | None = None) -> None:
@@ -58,11 +59,17 @@ def test_class_without_examples_is_named(project):
     path, env = project
     _keypoints_csv(path / "good.csv", rows=40)
     rng = np.random.default_rng(0)
-    rows = ["emotion,pixels,Usage"] + [f"{label},{' '.join(map(str, rng.integers(0, 255, 2304)))},Training"
-                                      for label in [0, 3] * 20]
+    rows = ["emotion,pixels,Usage"] + [
+        f"{label},{' '.join(map(str, rng.integers(0, 255, 2304)))},Training" for label in [0, 3] * 20
+    ]
     (path / "fer.csv").write_text("\n".join(rows) + "\n")
-    _set(path, data__keypoints__path="good.csv", data__emotion__source="file", data__emotion__path="fer.csv",
-         data__emotion__classes=["anger", "happiness", "surprise"])
+    _set(
+        path,
+        data__keypoints__path="good.csv",
+        data__emotion__source="file",
+        data__emotion__path="fer.csv",
+        data__emotion__classes=["anger", "happiness", "surprise"],
+    )
     result = _prepare(path, env)
     assert result.returncode == 1
     assert "'surprise' has no training examples" in result.stderr.strip().splitlines()[-1]
@@ -74,4 +81,5 @@ def test_bad_parameter_is_rejected_before_any_work(project):
     result = _prepare(path, env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "facelab: error: params.yaml: parameter train_keypoints.lr = 'fast' is not a number > 0.0 and <= 1.0")
+        "facelab: error: params.yaml: parameter train_keypoints.lr = 'fast' is not a number > 0.0 and <= 1.0"
+    )

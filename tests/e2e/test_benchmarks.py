@@ -8,12 +8,14 @@ fails in CI (it once read images/s from the stage's summary long after they had 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import REPO, run
+from facelab.sandbox import run
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_gpu_check_runs_the_tiny_profile_on_the_cpu(tmp_path):

@@ -2,7 +2,7 @@
 
 The server is ``demo.serve`` itself (what ``facelab demo`` runs) on two tiny wrapped models saved as
 ``.keras`` files (untrained, seeded: this checks the page's mechanics, not the models), on
-127.0.0.1. The browser uploads a photo with two faces the Haar detector finds (``test_serve._photo``)
+127.0.0.1. The browser uploads a photo with two faces the Haar detector finds (``tests.support.photos``)
 and the page must show two faces, each labelled with an emotion of the model's classes and its
 probabilities; then a text file, a decompression bomb and a truncated JPEG, each answered by one
 line on the page, and a file above the upload limit, which Gradio refuses with its own message; then
@@ -21,21 +21,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from facelab import sandbox
 from facelab.serve.browser import CHROMIUM_ENV, chromium_executable, launch
-from tests.e2e.test_serve import _photo
+from tests.support.networks import TINY_EMOTION_CLASSES as CLASSES
+from tests.support.photos import bomb_png, two_faces_photo
 
 pytestmark = pytest.mark.e2e
 
 REQUIRE_ENV = "FACELAB_REQUIRE_BROWSER"
 SCREENSHOT_ENV = "FACELAB_DEMO_SCREENSHOT"
-CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
-FACES = 2  # in test_serve._photo
+FACES = 2  # in tests.support.photos.two_faces_photo
 MAX_FILE_MB = 1  # the server's upload limit here (the photos are far smaller)
 WAIT_MS = 120_000  # an answer on a loaded 2-core machine (the first call compiles the models)
 REPO = Path(__file__).resolve().parents[2]
@@ -68,44 +68,34 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def model_files(tmp_path_factory):
+def model_files(tmp_path_factory, tiny_keypoint_network, tiny_emotion_network):
     """Two tiny wrapped models (as the training stages save them) as .keras files."""
-    import keras
-
     from facelab.nn import tta
-    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
 
     folder = tmp_path_factory.mktemp("demo-models")
-    keras.utils.set_random_seed(0)
-    keypoints = tta.wrap(build_keypoint_model(width=16), "keypoints", flip=True, shift_px=0)
-    emotion = tta.wrap(build_emotion_model(len(CLASSES), width=16), "emotion", flip=True, shift_px=0)
+    keypoints = tta.wrap(tiny_keypoint_network, "keypoints", flip=True, shift_px=0)
+    emotion = tta.wrap(tiny_emotion_network, "emotion", flip=True, shift_px=0)
     keypoints.save(folder / "keypoints.keras")
     emotion.save(folder / "emotion.keras")
     return folder / "keypoints.keras", folder / "emotion.keras"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(browser, model_files):
     """``demo.serve`` on 127.0.0.1 (not blocking), counting how often it loads the models."""
     from facelab.config import load_params
-    from facelab.serve import demo, predict_command
+    from facelab.serve import demo, loading
 
     loads = []
-    real = predict_command.load_analyzer
+    real = loading.load_analyzer
 
     def counting(*args, **kwargs):
         loads.append(args[1:3])
         return real(*args, **kwargs)
 
-    port = _free_port()
+    port = sandbox.free_port()  # (the free_port fixture is per test; this server serves the module)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(predict_command, "load_analyzer", counting)
+        patch.setattr(loading, "load_analyzer", counting)
         app = demo.serve(
             load_params(REPO / "params.yaml"),
             str(model_files[0]),
@@ -154,12 +144,10 @@ def _picture_width(page) -> int:
 def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
     import cv2
 
-    from tests.code.test_photos import _bomb_png
-
     text = folder / "notes.txt"
     text.write_text("name,value\nthis is, not an image\n")
     bomb = folder / "bomb.png"
-    bomb.write_bytes(_bomb_png(20000, 20000))  # 400 megapixels in a few kB
+    bomb.write_bytes(bomb_png(20000, 20000))  # 400 megapixels in a few kB
     ok, jpeg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8))
     cut = folder / "cut.jpg"
     cut.write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
@@ -176,7 +164,7 @@ def test_page_labels_every_face_and_explains_bad_files(browser, server, tmp_path
     page.goto(url)
     page.locator("#facelab-upload input[type=file]").wait_for(state="attached", timeout=WAIT_MS)
 
-    status = _upload(page, _photo(tmp_path / "two-faces.jpg"))
+    status = _upload(page, two_faces_photo(tmp_path / "two-faces.jpg"))
     assert re.match(rf"{FACES} faces in two-faces\.jpg: 1\. \w+ [01]\.\d\d, 2\. \w+ [01]\.\d\d$", status), status
     rows = _table(page)
     assert len(rows) == FACES, rows

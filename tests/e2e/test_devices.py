@@ -5,7 +5,7 @@
   registered version per model.
 * Two worker processes on 127.0.0.1 (``TF_CONFIG``, a ``MultiWorkerMirroredStrategy``), each in its own clone:
   the chief runs ``dvc repro <stage>``, the other worker ``python stages/<stage>.py``; both training stages
-  train with two replicas (``training.fit_replicated``: Keras 3.15's ``Model.fit`` fails under several workers,
+  train with two replicas (``distributed.fit_replicated``: Keras 3.15's ``Model.fit`` fails under several workers,
   keras-team/keras#20585, tensorflow/tensorflow#72388), only the chief writes the model, the MLflow run and the
   registered version, the other worker's temporary folder is removed, and the figures are in the range of a
   one-device run with the same global batch (tolerances at ``LOSS_TOLERANCE``).
@@ -22,14 +22,16 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from facelab.config import CHECKPOINTS_DIR
-from tests.e2e.helpers import REPO, free_ports, make_project_copy, mlflow_client, run
+from facelab.sandbox import free_ports, make_project_copy, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_STAGES = ("train_keypoints", "train_emotion")
 MODELS = {"train_keypoints": "facelab-keypoints", "train_emotion": "facelab-emotion"}
 WORKER_TIMEOUT_S = 900  # a worker process's time limit in these tests (2 shared cores: minutes per stage)
@@ -247,8 +249,8 @@ def _read_until(worker: subprocess.Popen, text: str, timeout: float) -> str:
     raise AssertionError(f"no {text!r} in the worker's output:\n" + "".join(seen)[-4000:])
 
 
-def test_two_workers_resume_after_a_worker_is_killed(tmp_path):
-    path, env = make_project_copy(tmp_path / "repo")
+def test_two_workers_resume_after_a_worker_is_killed(tmp_path, project_copy):
+    path, env = project_copy
     run([sys.executable, "-m", "facelab.cli", "params", "apply", str(_epochs_profile(tmp_path, 3))], path, env)
     run(["dvc", "repro", "augment"], path, env)
     stage = "train_keypoints"
@@ -295,8 +297,8 @@ def _epochs_profile(tmp_path, epochs: int):
     return profile
 
 
-def test_two_workers_wait_for_a_missing_worker_then_stop_with_one_line(tmp_path):
-    path, env = make_project_copy(tmp_path / "repo")
+def test_two_workers_wait_for_a_missing_worker_then_stop_with_one_line(tmp_path, project_copy):
+    path, env = project_copy
     env = {**env, "FACELAB_WORKER_TIMEOUT": "20"}
     alone = []
     for index in (0, 1):  # the chief alone, then the other worker alone (each in a cluster of two)

@@ -3,87 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import make_project_copy, mlflow_client, run
+from facelab.sandbox import mlflow_client, run
+from tests.support.dvc_queue import start_queue, stop_workers, wait_for_queue
 
 pytestmark = pytest.mark.e2e
-QUEUE_TIMEOUT_S = 900
-WORKER_EXIT_TIMEOUT_S = 60
 
 
-def _start_queue(path: Path, env: dict, jobs: int) -> None:
-    """``dvc queue start`` with its output in a file, not pipes.
-
-    DVC's queue workers are forked from this command and inherit its stdout/stderr; a worker that
-    outlives the queue would keep captured pipes open and block the caller for as long as it lives.
-    """
-    with open(path / "queue-start.log", "ab") as log:
-        subprocess.run(
-            ["dvc", "queue", "start", "-j", str(jobs)],
-            cwd=path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=120,
-            check=True,
-        )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _stop_workers(path: Path, env: dict) -> None:
-    """Stop the queue's workers and wait for them; kill any still alive after the timeout.
-
-    A worker's idle monitor can decide the queue is empty while its own task still runs (its inspect
-    call times out on a loaded machine); the shutdown it then sends can be lost and the worker idles on.
-    """
-    run(["dvc", "queue", "stop"], path, env, check=False, timeout=120)
-    pid_texts = [f.read_text().strip() for f in (path / ".dvc/tmp/exps/celery").glob("*.pid")]
-    pids = [int(text) for text in pid_texts if text]
-    deadline = time.monotonic() + WORKER_EXIT_TIMEOUT_S
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(1)
-    for pid in pids:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _wait_for_queue(path, env) -> str:
-    deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], path, env).stdout
-        if "Running" not in status and "Queued" not in status:
-            return status
-        time.sleep(5)
-    raise AssertionError(f"queue still busy after {QUEUE_TIMEOUT_S}s:\n{status}")
-
-
-def test_two_queued_experiments_run_concurrently_into_one_store(tmp_path):
-    path, env = make_project_copy(tmp_path / "repo")
+def test_two_queued_experiments_run_concurrently_into_one_store(project_copy):
+    path, env = project_copy
     run(
         ["dvc", "exp", "run", "--queue", "-S", "train_keypoints.lr=0.001,0.003", "-S", "train_emotion.dropout=0.1"],
         path,
         env,
     )
-    _start_queue(path, env, jobs=2)
+    start_queue(path, env, jobs=2)
     try:
-        status = _wait_for_queue(path, env)
+        status = wait_for_queue(path, env)
     finally:
-        _stop_workers(path, env)
+        stop_workers(path, env)
     failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
     logs = "".join(run(["dvc", "queue", "logs", name], path, env, check=False).stdout[-3000:] for name in failed)
     assert not failed, status + logs

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import make_project_copy, mlflow_client, run
+from facelab.sandbox import mlflow_client, run
 
 pytestmark = pytest.mark.e2e
 EPOCHS = 30
 
 
-def test_sigterm_kills_the_run_cleanly_and_the_rerun_resumes(tmp_path):
-    path, env = make_project_copy(tmp_path / "repo")
+def test_sigterm_kills_the_run_cleanly_and_the_rerun_resumes(project_copy):
+    path, env = project_copy
     (path / "long.yaml").write_text(f"train_keypoints:\n  epochs: {EPOCHS}\n")
     run([sys.executable, "-m", "facelab.cli", "params", "apply", "long.yaml"], path, env)
     run(["dvc", "repro", "augment"], path, env)  # prepare + augment only

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.e2e.helpers import make_project_copy, mlflow_client, run
+from facelab.sandbox import make_project_copy, mlflow_client, project_store_uri, run
 
 pytestmark = pytest.mark.e2e
 STAGES = ("prepare", "augment", "train_keypoints", "train_emotion", "evaluate", "combine")
@@ -105,7 +105,7 @@ def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch)
     from facelab.reports.scoring import emotion_scores, keypoint_rmse
 
     path, _, _ = project
-    uri = f"sqlite:///{path / 'mlflow.db'}"
+    uri = project_store_uri(path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # Earlier tests in this process may have set MLflow's URIs, which win over the variable: set them too.
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()

@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,59 +24,35 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
+from tests.support.networks import TINY_EMOTION_CLASSES as CLASSES
+from tests.support.photos import two_faces_photo
+
 pytestmark = pytest.mark.e2e
 
-# Two of 4 synthetic keypoint faces (seed 0) that OpenCV's Haar detector finds, placed in one photo.
-FACES, OF = (0, 2), 4
-CLASSES = ["anger", "disgust", "sadness", "happiness", "surprise"]
 KEYPOINTS, EMOTION, ANALYZER = "facelab-keypoints", "facelab-emotion", "facelab-face-analyzer"
 PING_TIMEOUT_S = 300  # a loaded 2-core machine needs minutes to start TensorFlow in the server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _photo(path: Path) -> Path:
-    """A JPEG "photo" made from what the repository has: two synthetic faces (facelab.data.synthetic),
-    upscaled, on a blurred noise background. The detector's finding both is checked below."""
-    from facelab.data import synthetic
-
-    faces = synthetic.make_keypoint_faces(OF, seed=0)[0][list(FACES)]
-    rng = np.random.default_rng(0)
-    photo = cv2.GaussianBlur(rng.integers(60, 200, (480, 720)).astype(np.uint8), (0, 0), 8)
-    for face, (x, y, size) in zip(faces, ((40, 60, 260), (400, 150, 200))):
-        photo[y : y + size, x : x + size] = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
-    cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    return path
-
-
 @pytest.fixture
-def registry(tmp_path, monkeypatch):
+def registry(mlflow_store, tmp_path, tiny_keypoint_network, tiny_emotion_network):
     """A SQLite MLflow store in tmp_path with tiny champion models and the analyser built from them."""
     from facelab.nn import tta
-    from facelab.nn.resnet import build_emotion_model, build_keypoint_model
     from facelab.serve import pyfunc
     from facelab.tracking import champions, store
+    from facelab.tracking.registry import log_and_register_keras
 
-    monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with store.stage_run("train", {}, "facelab-serve-test"):
         # Wrapped in their test-time averaging, as the training stages save them.
-        keypoints = store.log_and_register_keras(
-            tta.wrap(build_keypoint_model(width=16), "keypoints", flip=True, shift_px=0),
+        keypoints = log_and_register_keras(
+            tta.wrap(tiny_keypoint_network, "keypoints", flip=True, shift_px=0),
             KEYPOINTS,
             np.zeros((1, 96, 96, 1), np.float32),
         )
-        emotion = store.log_and_register_keras(
-            tta.wrap(build_emotion_model(len(CLASSES), width=16), "emotion", flip=True, shift_px=0),
+        emotion = log_and_register_keras(
+            tta.wrap(tiny_emotion_network, "emotion", flip=True, shift_px=0),
             EMOTION,
             np.zeros((1, 48, 48, 1), np.float32),
             tags={"classes": ",".join(CLASSES)},
@@ -106,7 +81,7 @@ def registry(tmp_path, monkeypatch):
 
     aliases = MlflowClient().get_registered_model(ANALYZER).aliases
     assert {k: str(v) for k, v in aliases.items()} == {"candidate": "1", "champion": "1"}
-    return uri
+    return mlflow_store
 
 
 def _post(url: str, body: dict) -> dict:
@@ -142,12 +117,12 @@ def _stop(server: subprocess.Popen) -> None:
         server.wait(timeout=30)
 
 
-def test_served_analyser_answers_like_facelab_predict(registry, tmp_path):
+def test_served_analyser_answers_like_facelab_predict(registry, tmp_path, free_port):
     from facelab.serve import predict_command, pyfunc
     from facelab.serve.keras_runtime import FaceAnalyzer
 
-    photo = _photo(tmp_path / "two-faces.jpg")
-    port = _free_port()
+    photo = two_faces_photo(tmp_path / "two-faces.jpg")
+    port = free_port
     env = dict(
         os.environ,
         MLFLOW_TRACKING_URI=registry,

@@ -1,7 +1,7 @@
 """A team on one tracking server and one remote store, for real (docs/team.md).
 
 PostgreSQL, an S3 server (moto) and ``mlflow server`` with basic-auth run on 127.0.0.1
-(``scripts/team_services.py``, started and stopped by the fixture). Two members clone one Git
+(``facelab.tracking.local_services``, started and stopped by the fixture). Two members clone one Git
 remote and run queued experiments at the same time, each with its own parameters, so two
 different models race for ``champion``; the tracking server is restarted while one of their
 stages runs. Then: every run finished, every version tagged, champion the best version; results
@@ -20,7 +20,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from unittest import mock
@@ -30,14 +29,12 @@ import numpy as np
 import pytest
 import requests
 
-from tests.e2e import test_experiments
-from tests.e2e.helpers import REPO, make_project_copy, run
-from tests.e2e.test_experiments import _start_queue, _stop_workers, _wait_for_queue
-
-sys.path.insert(0, str(REPO / "scripts"))
-import team_services  # noqa: E402  (scripts/ is not a package)
+from facelab.sandbox import make_project_copy, run
+from facelab.tracking import local_services
+from tests.support.dvc_queue import start_queue, stop_workers, wait_for_queue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.team]
+REPO = Path(__file__).resolve().parents[2]
 
 # Per session, so the scan below can look for them; never written into a tracked file.
 ADMIN_PASSWORD = f"adm-{secrets.token_hex(8)}"
@@ -61,24 +58,24 @@ YTF_VAL = REPO.parent / "shared" / "data" / "keypoints" / "ytf-keypoints-val.csv
 def services(tmp_path_factory):
     """The team services on free 127.0.0.1 ports, stopped afterwards even when the test fails."""
     try:
-        team_services.postgres_bin()
-    except team_services.ServiceError as exc:
+        local_services.postgres_bin()
+    except local_services.ServiceError as exc:
         if os.environ.get("FACELAB_REQUIRE_TEAM"):  # .ci/run: a missing PostgreSQL is a failure there
             raise
         pytest.skip(str(exc))
     folder = tmp_path_factory.mktemp("team-services")
     secrets_env = {
-        team_services.ADMIN_PASSWORD_ENV: ADMIN_PASSWORD,
+        local_services.ADMIN_PASSWORD_ENV: ADMIN_PASSWORD,
         "AWS_ACCESS_KEY_ID": AWS_KEY,
         "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
     }
-    team_services.MLFLOW_WORKERS = 1  # one uvicorn worker starts (and restarts) twice as fast on 2 cores
+    local_services.MLFLOW_WORKERS = 1  # one uvicorn worker starts (and restarts) twice as fast on 2 cores
     with mock.patch.dict(os.environ, secrets_env):
         try:
-            state = team_services.start(folder)
+            state = local_services.start(folder)
             yield folder, state
         finally:
-            team_services.stop(folder)
+            local_services.stop(folder)
 
 
 def _admin_client(uri: str):
@@ -162,7 +159,7 @@ def _restart_during_a_stage(client, folder: Path, project: Path, env: dict) -> t
                 break
             time.sleep(1)
         assert process.poll() is None, f"the stage ended before the restart:\n{log.read_text()[-3000:]}"
-        down_s = team_services.restart_mlflow(folder)
+        down_s = local_services.restart_mlflow(folder)
         code = process.wait(timeout=RESTART_WAIT_S)
     finally:
         if process.poll() is None:
@@ -212,14 +209,14 @@ def test_two_members_one_server_one_remote(services, tmp_path):
     env.pop("AWS_ACCESS_KEY_ID", None)
     env.pop("AWS_SECRET_ACCESS_KEY", None)
     # The committed part of the DVC remote: where it is, never the key.
-    run(["dvc", "remote", "add", "-d", "team", f"s3://{team_services.BUCKET}/dvc"], origin, env)
+    run(["dvc", "remote", "add", "-d", "team", f"s3://{local_services.BUCKET}/dvc"], origin, env)
     run(["dvc", "remote", "modify", "team", "endpointurl", endpoint], origin, env)
     run(["git", "commit", "-q", "-am", "team remote"], origin, env)
     # The shared data once, on main and in S3 (members' experiments then only train, evaluate, combine).
     lead = dict(
         env,
         MLFLOW_TRACKING_URI=uri,
-        MLFLOW_TRACKING_USERNAME=team_services.ADMIN_USER,
+        MLFLOW_TRACKING_USERNAME=local_services.ADMIN_USER,
         MLFLOW_TRACKING_PASSWORD=ADMIN_PASSWORD,
         AWS_ACCESS_KEY_ID=AWS_KEY,
         AWS_SECRET_ACCESS_KEY=AWS_SECRET,
@@ -231,7 +228,7 @@ def test_two_members_one_server_one_remote(services, tmp_path):
     remote = tmp_path / "remote.git"
     run(["git", "clone", "-q", "--bare", str(origin), str(remote)], tmp_path, env)
 
-    admin = requests.auth.HTTPBasicAuth(team_services.ADMIN_USER, ADMIN_PASSWORD)
+    admin = requests.auth.HTTPBasicAuth(local_services.ADMIN_USER, ADMIN_PASSWORD)
     for name, password in USERS.items():
         answer = requests.post(
             f"{uri}/api/2.0/mlflow/users/create", json={"username": name, "password": password}, auth=admin, timeout=30
@@ -255,18 +252,19 @@ def test_two_members_one_server_one_remote(services, tmp_path):
         run(["dvc", "exp", "run", "--queue", "-n", f"{name}-exp", *sets], path, member_env)
 
     with mock.patch.dict(
-        os.environ, {"MLFLOW_TRACKING_USERNAME": team_services.ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+        os.environ, {"MLFLOW_TRACKING_USERNAME": local_services.ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
     ):
         client = _admin_client(uri)
         started = time.monotonic()
         try:
             for path, member_env in members.values():  # both at once: the two members' queues overlap
-                _start_queue(path, member_env, jobs=1)
-            with mock.patch.object(test_experiments, "QUEUE_TIMEOUT_S", QUEUE_TIMEOUT_S):
-                statuses = {name: _wait_for_queue(path, member_env) for name, (path, member_env) in members.items()}
+                start_queue(path, member_env, jobs=1)
+            statuses = {
+                name: wait_for_queue(path, member_env, QUEUE_TIMEOUT_S) for name, (path, member_env) in members.items()
+            }
         finally:
             for path, member_env in members.values():
-                _stop_workers(path, member_env)
+                stop_workers(path, member_env)
             _kill_left_over(tmp_path)
         print(f"\nmembers' experiments took {time.monotonic() - started:.0f} s")
         for name, (path, member_env) in members.items():

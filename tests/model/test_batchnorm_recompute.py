@@ -7,6 +7,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from facelab.nn import training  # noqa: E402
+from tests.support.networks import batchnorm_network  # noqa: E402
 
 RNG = np.random.default_rng(0)
 FACES = RNG.integers(0, 256, size=(40, 6, 6), dtype=np.uint8)
@@ -15,9 +16,7 @@ BATCH = 8
 
 def _network():
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((6, 6, 1))
-    normed = keras.layers.BatchNormalization(momentum=0.9, name="bn")(inputs)  # statistics of the pixels themselves
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(normed)))
+    model = batchnorm_network((6, 6, 1), hidden=None, momentum=0.9)  # statistics of the pixels themselves
     model.get_layer("bn").moving_mean.assign([-5.0])  # as a few unrepresentative batches would leave them
     model.get_layer("bn").moving_variance.assign([3.0])
     return model

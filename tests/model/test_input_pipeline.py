@@ -1,11 +1,11 @@
-"""training.make_dataset: what batches the fit loop gets."""
+"""input_pipeline.make_dataset: what batches the fit loop gets."""
 
 import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
 
-from facelab.nn.training import images_per_epoch, make_dataset  # noqa: E402
+from facelab.nn.input_pipeline import images_per_epoch, make_dataset  # noqa: E402
 
 IMAGES = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4)
 TARGETS = np.arange(10, dtype=np.float32)
@@ -136,7 +136,7 @@ def test_mixup_runs_inside_the_training_dataset(precision):
     import keras
 
     from facelab.data.augmentation import emotion_mixer
-    from facelab.nn.training import make_dataset
+    from facelab.nn.input_pipeline import make_dataset
 
     faces = np.random.default_rng(0).integers(0, 255, size=(64, 48, 48), dtype=np.uint8)
     labels = np.eye(4, dtype=np.float32)[np.arange(64) % 4]

@@ -1,4 +1,4 @@
-"""Mixed precision (facelab.nn.distributed.set_precision): a few training steps of the keypoint ResNet-18 under
+"""Mixed precision (facelab.nn.precision.set_precision): a few training steps of the keypoint ResNet-18 under
 mixed_float16 (loss scaling) and mixed_bfloat16, on the CPU: finite loss, weights that move, a model that reloads.
 
 The rest of the suite trains in float32 only; these are the policies ``precision: auto`` picks on a GPU
@@ -10,7 +10,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab.nn import distributed, training  # noqa: E402
+from facelab.nn import input_pipeline, precision, training  # noqa: E402
 from facelab.nn.resnet import build_keypoint_model  # noqa: E402
 
 FACES, BATCH, STEPS = 16, 8, 10
@@ -18,7 +18,7 @@ FACES, BATCH, STEPS = 16, 8, 10
 
 @pytest.fixture
 def policy(request):
-    name = distributed.set_precision(request.param)
+    name = precision.set_precision(request.param)
     yield name
     keras.mixed_precision.set_global_policy("float32")
 
@@ -45,7 +45,7 @@ def test_a_few_steps_train_save_and_reload(policy, tmp_path):
     before = np.array(kernel.numpy())
 
     images, keypoints = _faces()
-    dataset = training.make_dataset(images, keypoints, BATCH, shuffle=True, seed=0)
+    dataset = input_pipeline.make_dataset(images, keypoints, BATCH, shuffle=True, seed=0)
     history = model.fit(dataset.repeat(), steps_per_epoch=STEPS, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"]).all()
     assert not np.allclose(kernel.numpy(), before)

@@ -1,4 +1,4 @@
-"""Resumable training state (training.AtomicBackupAndRestore): what an interrupted fit leaves behind,
+"""Resumable training state (callbacks.AtomicBackupAndRestore): what an interrupted fit leaves behind,
 what the next fit resumes from, and that a crash while saving never leaves a half-written state."""
 
 import json
@@ -8,7 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from facelab.nn.training import AtomicBackupAndRestore, BestWeights  # noqa: E402
+from facelab.nn.callbacks import AtomicBackupAndRestore, BestWeights  # noqa: E402
 from tests.model.interruption import Interrupt, StopAfter  # noqa: E402
 
 X = np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32)

@@ -9,6 +9,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from facelab.nn import sam, training  # noqa: E402
+from tests.support.networks import batchnorm_network  # noqa: E402
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(48, 4)).astype(np.float32)
@@ -18,9 +19,7 @@ LR, RHO = 0.1, 0.5
 
 def _network():
     keras.utils.set_random_seed(0)
-    inputs = keras.Input((4,))
-    hidden = keras.layers.BatchNormalization(momentum=0.5)(keras.layers.Dense(8, activation="relu")(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))  # functional, as facelab's networks are
+    model = batchnorm_network(momentum=0.5)
     model.compile(keras.optimizers.SGD(LR), "mse")
     return model
 

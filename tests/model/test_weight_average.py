@@ -1,4 +1,4 @@
-"""The moving average of the weights (``train_*.ema``, ``training.WeightAverage``): each epoch is validated
+"""The moving average of the weights (``train_*.ema``, ``callbacks.WeightAverage``): each epoch is validated
 on the average, BatchNorm statistics included, the model ``training.fit`` returns is the average whose
 validation figure chose it, and an interrupted run resumes its average."""
 
@@ -10,6 +10,7 @@ tf = pytest.importorskip("tensorflow")
 
 from facelab.nn import training  # noqa: E402
 from tests.model.interruption import Interrupt, StopAfter  # noqa: E402
+from tests.support.networks import batchnorm_network  # noqa: E402
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 4)).astype(np.float32)
@@ -28,15 +29,9 @@ class RawWeights(keras.callbacks.Callback):
         self.epochs.append(self.model.get_weights())
 
 
-def _network():
-    inputs = keras.Input((4,))
-    hidden = keras.layers.BatchNormalization()(keras.layers.Dense(8, activation="relu")(inputs))
-    return keras.Model(inputs, keras.layers.Dense(2)(hidden))  # functional, as facelab's networks are
-
-
 def _fit(folder, momentum, resume=False, callbacks=()):
     keras.utils.set_random_seed(0)
-    model = _network()
+    model = batchnorm_network()
     model.compile(training.make_optimizer(0.05, "constant", 0.0, steps=EPOCHS * 4), "mse")
     train = tf.data.Dataset.from_tensor_slices((X[:48], Y[:48])).batch(12)
     val = tf.data.Dataset.from_tensor_slices((X[48:], Y[48:])).batch(16)
@@ -59,7 +54,7 @@ def _fit(folder, momentum, resume=False, callbacks=()):
 
 
 def _raw_network(weights):
-    raw = _network()
+    raw = batchnorm_network()
     raw.set_weights(weights)
     raw.compile(loss="mse")
     return raw

@@ -3,7 +3,7 @@ and which files each stage reads.
 
 ``STAGE_INPUTS`` is the one place a stage's file inputs are written in Python; stage code gets its
 input paths only through ``stage_files(stage)`` (an undeclared name is an error), and
-``tests/code/test_dvc_deps.py`` fails when ``dvc.yaml``'s ``deps`` of a stage differ from it (or
+``tests/code/test_structure.py`` fails when ``dvc.yaml``'s ``deps`` of a stage differ from it (or
 miss a facelab module the stage imports). Paths are relative to the stage's working copy, as DVC
 tracks them.
 """

@@ -1,14 +1,10 @@
 """Seeded synthetic faces: the data every pipeline run has without a download.
 
-One drawing core (``_face_shapes`` + ``_paint``) paints a grayscale face (head outline, hair,
-ears, eyes with whites, iris and pupil, brows, nose, lips) with OpenCV's anti-aliased
-polygons on a canvas twice the target size, then halves it. The geometry of a whole batch
-of faces is computed at once with numpy; only the polygon fills run face by face.
-Every shape is built in a "face frame" (units of 1/96 of
-the image, x to the image's right, y down, origin at the face centre) and moved into the
-picture by one rotation + scale + shift; the 15 Kaggle keypoints are taken from the same
-geometry and moved by the same transform, so they sit exactly on the drawn features.
-"left" keypoints are the person's left, on the image's right (larger x), as in Kaggle.
+Every random choice of every face is drawn up front (``_sample_params``); the faces are then
+painted by :mod:`facelab.data.face_drawing` (grayscale head, hair, ears, eyes with whites, iris
+and pupil, brows, nose, lips, as anti-aliased polygons on a canvas twice the target size, with
+the 15 Kaggle keypoints taken from the same geometry), halved, and given lighting, contrast,
+blur and noise.
 
 Expressions change the drawing: mouth curve and opening, teeth, lip raise, brow height
 and angle, eye opening, wrinkles. Each face draws its expression at a random intensity
@@ -29,6 +25,7 @@ import cv2
 import numpy as np
 
 from facelab.atomic import atomic_path
+from facelab.data.face_drawing import FRAME, SUPERSAMPLE, paint
 from facelab.errors import FacelabError
 from facelab.formats import (
     EMOTION_IMAGE_SIZE,
@@ -44,18 +41,12 @@ from facelab.formats import (
 
 # --- constants --------------------------------------------------------------------------------
 
-FRAME = 96.0  # face-frame units per image side
-FACE_CENTRE = (48.0, 50.0)  # where the face-frame origin lands before the random shift
-SUPERSAMPLE = 2  # draw at 2x, then average 2x2 blocks
-SUBPIXEL_BITS = 4  # cv2 fixed-point fraction bits for polygon vertices
 CHUNK = 256  # faces drawn, post-processed or written per batch (bounds memory)
 GZIP_LEVEL = 1  # ".gz" outputs: fast; noisy pixels barely compress further anyway
 
 ROTATION_DEG = 15.0
 SCALE_RANGE = (0.86, 1.07)
-SHIFT_UNITS = 5.0  # random shift, face-frame units
-YAW_UNITS = 2.5  # inner features slide sideways by up to this much
-KEYPOINT_MARGIN = 2.0  # keypoints stay this far (face-frame units) inside the frame
+YAW_UNITS = 2.5  # inner features slide sideways by up to this much (face-frame units)
 
 NOISE_SIGMA = (1.0, 7.0)  # gaussian pixel noise, 0-255 scale
 BLUR_PROBABILITY = 0.3
@@ -203,18 +194,6 @@ EXPRESSION_NOISE = dict(
     glabella=0.1,
 )
 
-_LINE = cv2.LINE_AA
-_FIX = float(1 << SUBPIXEL_BITS)
-_T = np.linspace(-1.0, 1.0, 17)  # parameter along lids, lips, brows
-_T01 = np.linspace(-0.06, 1.06, 12)  # along a brow, slightly past both ends
-_ANG = np.linspace(0.0, 2.0 * np.pi, 32, endpoint=False)
-_COS, _SIN = np.cos(_ANG), np.sin(_ANG)
-_BEZIER = np.stack([(1 - _T01) ** 2, 2 * (1 - _T01) * _T01, _T01**2], 1)
-_BEZIER_D = np.stack([-2 * (1 - _T01), 2 - 4 * _T01, 2 * _T01], 1)  # d/dt of _BEZIER
-_BROW_TAPER = np.linspace(1.0, 0.65, len(_T01))
-_LASH_WIDTH = 0.55 + 0.2 * (_T + 1.0)  # upper lid line, thicker towards the outer corner
-_BOW = 1.0 - 0.18 * np.exp(-((_T / 0.16) ** 2))  # the upper lip's dip in the middle
-
 
 # --- parameters -------------------------------------------------------------------------------
 
@@ -251,7 +230,7 @@ def _sample_params(rng: np.random.Generator, labels: np.ndarray, intensity: np.n
     p["nose_y"], p["nose_w"] = u(10.0, 13.0), u(4.0, 5.8)
     p["my"], p["mw"], p["tu"], p["tl"] = u(25.0, 27.5), u(13.0, 16.0), u(2.0, 3.0), u(2.6, 3.8)
     p["hairline"], p["hair_curve"], p["hair_tilt"] = u(-40.0, -29.0), u(5.0, 14.0), u(-5.0, 5.0)
-    p["hair_style"] = rng.choice(3, n, p=(0.55, 0.35, 0.10))  # 0 short, 1 long, 2 bald
+    p["hair_style"] = rng.choice(3, n, p=(0.55, 0.35, 0.10))  # face_drawing's HAIR_SHORT, HAIR_LONG, HAIR_BALD
     # tones (0-255 before lighting)
     skin = u(85.0, 215.0)
     bg = u(0.0, 255.0)
@@ -289,286 +268,7 @@ def _sample_params(rng: np.random.Generator, labels: np.ndarray, intensity: np.n
     return p
 
 
-# --- shape helpers: batches of polygons, arrays (n, points, 2) in the face frame -------------
-
-
-def _col(v):
-    """A per-face parameter as a column (n, 1) so it broadcasts along a polygon's points."""
-    return v[:, None] if isinstance(v, np.ndarray) else v
-
-
-def _xy(x, y) -> np.ndarray:
-    """Stack x and y (broadcast together) on a last axis of 2."""
-    x, y = np.broadcast_arrays(x, y)
-    return np.stack((x, y), -1)
-
-
-def _ellipse(cx, cy, a, b, angle=0.0) -> np.ndarray:
-    x, y = _col(a) * _COS, _col(b) * _SIN
-    if np.any(angle):
-        c, s = _col(np.cos(angle)), _col(np.sin(angle))
-        x, y = c * x - s * y, s * x + c * y
-    return _xy(_col(cx) + x, _col(cy) + y)
-
-
-def _closed(x, upper, lower) -> np.ndarray:
-    """The polygon between two curves over the same x: along ``upper``, back along ``lower``."""
-    return np.concatenate((_xy(x, upper), _xy(x, lower)[:, ::-1]), 1)
-
-
-def _offset(pts: np.ndarray, tangent: np.ndarray, half_width) -> np.ndarray:
-    scale = half_width / (np.sqrt(tangent[..., 0] ** 2 + tangent[..., 1] ** 2) + 1e-9)
-    normal = _xy(-tangent[..., 1] * scale, tangent[..., 0] * scale)
-    return np.concatenate((pts + normal, (pts - normal)[:, ::-1]), 1)
-
-
-def _ribbon(pts: np.ndarray, half_width) -> np.ndarray:
-    """A thick curve as one polygon: the centre line offset both ways along its normals."""
-    tangent = np.empty_like(pts)
-    tangent[:, 1:-1] = pts[:, 2:] - pts[:, :-2]
-    tangent[:, 0], tangent[:, -1] = pts[:, 1] - pts[:, 0], pts[:, -1] - pts[:, -2]
-    return _offset(pts, tangent, half_width)
-
-
-def _bezier_ribbon(p0, p1, p2, half_width) -> np.ndarray:
-    """A thick quadratic Bezier curve (control points (n, 2)), a little past both end points."""
-    control = np.stack(np.broadcast_arrays(p0, p1, p2), 1)
-    return _offset(_BEZIER @ control, _BEZIER_D @ control, half_width)
-
-
-# --- the drawing core -------------------------------------------------------------------------
-
-
-def _face_shapes(f: dict) -> tuple[list, dict[str, np.ndarray]]:
-    """What to paint for a batch of faces, back to front, and their keypoints, in the face frame.
-
-    Returns ``[(tone (n,), drawn (n,) bool or None, [polygons (n, m, 2), ...]), ...]`` (polygons
-    of one entry never overlap, so they are filled in one call) and ``{keypoint name: (n, 2)}``.
-    """
-    n = len(f["skin"])
-    shapes: list = []
-
-    def add(tone, *polys, on=None):
-        shapes.append((np.broadcast_to(np.clip(tone, 0.0, 255.0), (n,)), on, polys))
-
-    p = lambda x, y: _xy(x, y)  # noqa: E731  (n, 2) points
-    skin, fw, fh, fc, yaw = f["skin"], f["fw"], f["fh"], f["fc"], f["yaw"]
-    sides = (-1.0, 1.0)
-
-    # background, clothes, neck, hair behind the head, ears, head
-    add(
-        f["blob_c"],
-        _ellipse(np.copysign(62.0, f["blob_x"]) + 12.0 * f["blob_x"], f["blob_y"], f["blob_a"], f["blob_b"]),
-        on=f["blob_on"],
-    )
-    add(f["clothes"], _ellipse(0.0, fc + fh + 42.0, fw * 1.9, 36.0))
-    add(skin * 0.78, _xy(_col(fw) * np.array([-0.55, 0.55, 0.62, -0.62]), np.array([0.0, 0.0, 80.0, 80.0])))
-    style = f["hair_style"]
-    add(f["hair"], _ellipse(0.0, fc + 4.0, fw + 5.5, fh + 5.0), on=style == 1)
-    add(f["hair"], _ellipse(0.0, fc - 9.0, fw + 3.5, fh * 0.72), on=style == 0)
-    add(skin * 0.9, *(_ellipse(side * fw * 0.97, -4.0, 4.5, 8.5, side * 0.15) for side in sides))
-    jaw = 1.0 - _col(f["jaw"]) * np.maximum(_SIN, 0.0) ** 2
-    head = _xy(_col(fw) * _COS * jaw, _col(fc) + _col(fh) * _SIN)
-    add(skin, head)
-    add(skin - 9.0, _ribbon(head * 0.96, 2.2))  # soft shading along the outline
-
-    # eye sockets, wrinkles and folds (under the features), then the hair over the forehead
-    ex, ey, ew = f["ex"], f["ey"], f["ew"]
-    eye_x = (-ex + 0.3 * yaw, ex + 0.3 * yaw)  # right eye (image left), left eye (image right)
-    hu = np.clip(f["hu"] + f["eye_up"], 0.7, 6.5)
-    hl = np.clip(f["hl"] + f["eye_low"], 0.5, 4.0)
-    add(skin - f["socket_d"], *(_ellipse(cx, ey - 1.8, ew + 3.2, hu + 3.4) for cx in eye_x))
-    add(
-        skin - 32.0 * np.minimum(f["forehead"], 1.3),
-        *(
-            _ribbon(_xy(_T * (15.0 - 2.5 * k) + _col(yaw) * 0.2, _col(y + f["brow_in_dy"] * 0.3) + 1.8 * _T * _T), 0.55)
-            for k, y in enumerate((-31.0, -35.0, -39.0))
-        ),
-        on=f["forehead"] > 0.05,
-    )
-    add(
-        skin - 38.0 * np.minimum(f["glabella"], 1.3),
-        *(
-            _bezier_ribbon(
-                p(side * 2.2 + yaw * 0.3, -21.0),
-                p(side * 2.8 + yaw * 0.3, -18.0),
-                p(side * 2.0 + yaw * 0.3, -14.5),
-                0.5,
-            )
-            for side in sides
-        ),
-        on=f["glabella"] > 0.05,
-    )
-    nx, ny, nw = yaw, f["nose_y"], f["nose_w"]
-    mx, my = 0.6 * yaw, f["my"]
-    mw = np.clip(f["mw"] + f["mouth_wide"], 6.0, 21.0)
-    add(
-        skin - 32.0 * np.minimum(f["fold"], 1.4),
-        *(
-            _bezier_ribbon(
-                p(nx + side * (nw + 1.5), ny - 1.0),
-                p(mx + side * (mw + 4.0), my - 6.0),
-                p(mx + side * (mw + 2.5), my + 2.0),
-                0.6,
-            )
-            for side in sides
-        ),
-        on=f["fold"] > 0.05,
-    )
-    wrinkle_side = np.where(f["asym"] >= 0, 1.0, -1.0)  # disgust: creases across the bridge, one side stronger
-    for k, strength in enumerate((1.0, 1.0, 0.6)):
-        for way, weight in ((1.0, 1.0), (-1.0, 0.4)):
-            add(
-                skin - 40.0 * weight * strength * np.minimum(f["nose_wrinkle"], 1.3),
-                _ribbon(
-                    _xy(
-                        _col(nx) + _col(way * wrinkle_side) * np.linspace(0.3, 4.0, 5),
-                        _col(ey + 5.0 + 2.4 * k) + np.linspace(0.0, 1.4, 5),
-                    ),
-                    0.45,
-                ),
-                on=f["nose_wrinkle"] > 0.05,
-            )
-    cap = head * 1.02
-    hair_x = cap[..., 0] / _col(fw)
-    cap[..., 1] = np.minimum(
-        cap[..., 1], _col(f["hairline"]) + _col(f["hair_curve"]) * hair_x**2 + _col(f["hair_tilt"]) * hair_x
-    )
-    add(f["hair"], cap, on=style != 2)
-
-    # brows: thick tapered quadratic curves from inner to outer end
-    keypoints: dict[str, np.ndarray] = {}
-    brows = []
-    arch = np.maximum(f["brow_arch0"] + f["brow_arch"], -0.5)
-    for side, name, cx in ((-1.0, "right", eye_x[0]), (1.0, "left", eye_x[1])):
-        inner = p(cx - side * (ex - f["bx_in"] - f["brow_in_dx"]), f["by"] + f["brow_in_dy"])
-        outer = p(cx + side * (f["bx_out"] - ex), f["by"] + f["by_out"] + f["brow_out_dy"])
-        middle = (inner + outer) / 2.0 + p(np.full(n, side * 2.0), -arch * 2.0)
-        brows.append(_bezier_ribbon(inner, middle, outer, _col(f["brow_w"]) * _BROW_TAPER))
-        keypoints[f"{name}_eyebrow_inner_end"], keypoints[f"{name}_eyebrow_outer_end"] = inner, outer
-    add(f["brow"], *brows)
-
-    # nose: bridge shadow on the side away from the light, wings, nostrils, tip highlight
-    shade = np.where(np.cos(f["light_dir"]) < 0, 1.0, -1.0)
-    add(
-        skin - 15.0,
-        _bezier_ribbon(
-            p(nx + shade * 2.3, ey + 2.0), p(nx + shade * 2.8, ny - 8.0), p(nx + shade * (nw - 0.5), ny - 1.5), 0.6
-        ),
-    )
-    add(
-        skin - 40.0,
-        *(
-            _bezier_ribbon(
-                p(nx + side * (nw - 0.8), ny - 2.8),
-                p(nx + side * (nw + 1.2), ny + 1.2),
-                p(nx + side * nw * 0.35, ny + 2.2),
-                0.55,
-            )
-            for side in sides
-        ),
-    )
-    add(skin * 0.35, *(_ellipse(nx + side * nw * 0.5, ny + 1.4, 1.4, 0.85, side * 0.35) for side in sides))
-    add(skin + 14.0, _ellipse(nx, ny - 0.6, 1.6, 1.1))
-    keypoints["nose_tip"] = p(nx, ny)
-
-    # eyes: white almond, iris and pupil clipped to the lids, catchlight, lower lid, crease, upper lid
-    tilt, iris_r = f["tilt"], f["iris"] * ew
-
-    def lids(t):
-        """Upper and lower lid heights at eye parameter t (-1 inner corner .. 1 outer corner)."""
-        t = np.clip(t, -1.0, 1.0)
-        corner_line = _col(ey) - _col(tilt) * t
-        return (
-            corner_line - _col(hu) * (1.0 - t * t) ** 0.7 * (1.0 - 0.12 * t),
-            corner_line + _col(hl) * (1.0 - t * t) ** 0.85,
-        )
-
-    upper, lower = lids(_T)
-    parts: list[list[np.ndarray]] = [[] for _ in range(7)]
-    for side, name, cx in ((-1.0, "right", eye_x[0]), (1.0, "left", eye_x[1])):
-        xs = _col(cx) + side * _col(ew) * _T
-        parts[0].append(_closed(xs, upper, lower))
-        px = cx + side * f["gaze"] * ew
-        for k, radius in ((1, iris_r), (2, iris_r * f["pupil"])):
-            disc = _ellipse(px, ey, radius, radius)
-            top, bottom = lids(side * (disc[..., 0] - _col(cx)) / _col(ew))
-            disc[..., 1] = np.clip(disc[..., 1], top, bottom)
-            parts[k].append(disc)
-        parts[3].append(_ellipse(px - 0.5 * iris_r, ey - 0.5 * iris_r, 0.5, 0.5))
-        parts[4].append(_ribbon(_xy(xs, lower + 0.15), 0.35))
-        parts[5].append(_ribbon(_xy(xs[:, 3:-3], upper[:, 3:-3] - 1.6 - 0.5 * _col(hu)), 0.3))
-        parts[6].append(_ribbon(_xy(xs, upper - 0.25), _LASH_WIDTH))
-        keypoints[f"{name}_eye_center"] = p(px, ey)
-        keypoints[f"{name}_eye_inner_corner"] = p(cx - side * ew, ey + tilt)
-        keypoints[f"{name}_eye_outer_corner"] = p(cx + side * ew, ey - tilt)
-    for tone, polys in zip(
-        (f["sclera"], f["iris_c"], f["pupil_c"], 250.0, skin - 30.0, skin - 25.0, np.minimum(f["brow"], skin * 0.3)),
-        parts,
-    ):
-        add(tone, *polys)
-
-    # mouth: lips, the line between them, the open cavity and teeth
-    smile, asym, gap = _col(f["smile"]), _col(f["asym"]), _col(f["mouth_open"])
-    y_left, y_right = _col(my) - smile - asym, _col(my) - smile + asym  # person's left = +x
-    base = 1.0 - _T * _T
-    mid = y_right + (y_left - y_right) * (_T + 1.0) / 2.0 + smile * base
-    shape = base ** (1.0 - 0.5 * _col(f["mouth_round"]))
-    raise_ = _col(f["lip_raise"]) * np.exp(-(((_T - 0.45 * np.copysign(1.0, asym)) / 0.5) ** 2)) * np.sqrt(base)
-    inner_up = mid - 0.38 * gap * shape - raise_
-    inner_low = mid + 0.62 * gap * shape
-    press = 1.0 - _col(f["lip_press"])
-    outer_up = inner_up - _col(f["tu"]) * press * base**0.55 * _BOW
-    outer_low = inner_low + _col(f["tl"]) * press * base**0.6
-    xs = _col(mx) + _col(mw) * _T
-    add(skin - f["lip_d"], _closed(xs, outer_up, outer_low))
-    add(skin * 0.3, _ribbon(_xy(xs, (inner_up + inner_low) / 2.0), 0.45))
-    opening = (inner_low - inner_up).max(1)
-    add(f["cavity_c"], _closed(xs, inner_up, inner_low), on=opening > 0.6)
-    teeth_low = np.maximum(np.minimum(inner_up + 2.6, inner_low - 0.3 * (inner_low - inner_up > 3.5)), inner_up)
-    add(f["teeth_c"], _closed(xs[:, 2:-2], inner_up[:, 2:-2], teeth_low[:, 2:-2]), on=f["teeth"] & (opening > 1.2))
-    centre = len(_T) // 2
-    keypoints["mouth_left_corner"] = _xy(xs[:, -1], mid[:, -1])
-    keypoints["mouth_right_corner"] = _xy(xs[:, 0], mid[:, 0])
-    keypoints["mouth_center_top_lip"] = _xy(xs[:, centre], outer_up[:, centre])
-    keypoints["mouth_center_bottom_lip"] = _xy(xs[:, centre], outer_low[:, centre])
-    return shapes, keypoints
-
-
-def _paint(canvases: np.ndarray, f: dict, size: int) -> np.ndarray:
-    """Draw a batch of faces on uint8 canvases (n, S*size, S*size); return keypoints (n, 15, 2), size-pixel coords."""
-    n = len(canvases)
-    shapes, named = _face_shapes(f)
-    points = np.stack([named[name] for name in KEYPOINT_NAMES], 1)
-    cos, sin = np.cos(f["rot"]) * f["scale"], np.sin(f["rot"]) * f["scale"]
-    rotation_t = np.stack((np.stack((cos, sin), -1), np.stack((-sin, cos), -1)), 1)  # (n, 2, 2), transposed
-    # shift: random, but limited so that every keypoint stays inside the frame
-    placed = points @ rotation_t + FACE_CENTRE
-    low = KEYPOINT_MARGIN - placed.min(1)
-    high = (FRAME - 1.0 - KEYPOINT_MARGIN) - placed.max(1)
-    wanted = np.stack((f["shift_x"], f["shift_y"]), 1) * SHIFT_UNITS
-    origin = np.asarray(FACE_CENTRE) + np.where(low <= high, np.clip(wanted, low, high), (low + high) / 2.0)
-    # frame units -> canvas pixels (pixel centres at integers at every resolution), fixed point
-    unit = size / FRAME
-    gain = SUPERSAMPLE * unit
-    offset = gain * (origin + 0.5) - 0.5
-    polys = [poly for _, _, group in shapes for poly in group]
-    fixed = np.rint((np.concatenate(polys, 1) @ (rotation_t * gain) + offset[:, None, :]) * _FIX).astype(np.int32)
-    plan, start = [], 0
-    for tone, on, group in shapes:
-        spans = []
-        for poly in group:
-            spans.append((start, start + poly.shape[1]))
-            start += poly.shape[1]
-        plan.append((tone.tolist(), None if on is None else on.tolist(), spans))
-    bg = np.rint(f["bg"]).astype(int).tolist()
-    for i in range(n):
-        canvas, face = canvases[i], fixed[i]
-        canvas[:] = bg[i]
-        for tones, on, spans in plan:
-            if on is None or on[i]:
-                cv2.fillPoly(canvas, [face[a:b] for a, b in spans], tones[i], _LINE, SUBPIXEL_BITS)
-    return (points @ rotation_t + origin[:, None, :] + 0.5) * unit - 0.5
+# --- rendering: paint (facelab.data.face_drawing), halve, photograph ---------------------------
 
 
 def _finish(images: np.ndarray, p: dict, rng: np.random.Generator, clean: bool) -> np.ndarray:
@@ -609,7 +309,7 @@ def _render(p: dict, size: int, rng: np.random.Generator, clean: bool = False) -
         rows = slice(start, min(start + CHUNK, n))
         canvas = np.empty((rows.stop - start, big, big), np.uint8)
         batch = {k: v[rows] for k, v in p.items()}
-        keypoints[rows] = _paint(canvas, batch, size).reshape(len(canvas), -1)
+        keypoints[rows] = paint(canvas, batch, size).reshape(len(canvas), -1)
         images[rows] = _finish(_downsample(canvas), batch, rng, clean)
     return images, keypoints
 

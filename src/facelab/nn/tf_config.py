@@ -8,7 +8,7 @@ in ``TF_CONFIG`` and its own place in it::
     eval "$(python -m facelab.nn.tf_config --hosts host1:12345,host2:12345 --index 1 --export)"
 
 The first host is worker 0, the chief (TensorFlow's rule when the cluster names no ``chief`` task): the one that
-writes the model, the MLflow run and the registry version (``devices.is_chief``). No TensorFlow import here.
+writes the model, the MLflow run and the registry version (``distributed.is_chief``). No TensorFlow import here.
 """
 
 from __future__ import annotations

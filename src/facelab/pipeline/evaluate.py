@@ -33,7 +33,7 @@ from facelab.reports.scoring import (
     majority_baseline,
     mean_keypoints_baseline,
 )
-from facelab.tracking import champions, store
+from facelab.tracking import champions, registry, store
 
 STAGE = "evaluate"
 # The test figures logged on each model's training run as test.<name> (facelab results reads them there).
@@ -89,7 +89,7 @@ def evaluate_emotion(model, test: dict, train: dict) -> tuple[dict, np.ndarray, 
 def registered_version(name: str, model_path):
     """The registry version logged from ``model_path`` (found by the file's md5), or a FacelabError."""
     md5 = artifacts.file_md5(model_path)
-    found = store.version_by_model_md5(name, md5)
+    found = registry.version_by_model_md5(name, md5)
     if found is None:
         raise FacelabError(
             f"{model_path} (md5 {md5}) is not a registered version of {name} in "

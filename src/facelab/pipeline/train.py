@@ -36,11 +36,11 @@ from facelab.data.artifacts import EMOTION_MODEL, KEYPOINT_MODEL
 from facelab.data.augmentation import emotion_augmenter, emotion_mixer
 from facelab.errors import FacelabError
 from facelab.formats import KEYPOINT_IMAGE_SIZE
-from facelab.nn import distributed, inference, training, tta
+from facelab.nn import distributed, inference, input_pipeline, precision, training, tta
 from facelab.nn.keras_files import save_model
 from facelab.nn.resnet import build_emotion_model_from, build_keypoint_model_from
 from facelab.reports.scoring import emotion_scores, keypoint_rmse
-from facelab.tracking import store
+from facelab.tracking import registry, store
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -101,13 +101,13 @@ def _datasets(
     """(train, val) datasets of global batches, sharded by data across workers; with several replicas the
     validation set leaves out its last ``len % replicas`` faces (``distributed.evenly_split``)."""
     batch = distributed.global_batch_size(batch_size, strategy)
-    train_ds = training.make_dataset(images[0], targets[0], batch, shuffle=True, seed=seed, **train_options)
+    train_ds = input_pipeline.make_dataset(images[0], targets[0], batch, shuffle=True, seed=seed, **train_options)
     kept = distributed.evenly_split(len(images[1]), strategy)
     if not kept:
         raise FacelabError(
             f"{len(images[1])} validation faces cannot be split over {strategy.num_replicas_in_sync} replicas"
         )
-    val_ds = training.make_dataset(images[1][:kept], targets[1][:kept], batch, shuffle=False, seed=seed)
+    val_ds = input_pipeline.make_dataset(images[1][:kept], targets[1][:kept], batch, shuffle=False, seed=seed)
     return distributed.shard_by_data(train_ds, strategy), distributed.shard_by_data(val_ds, strategy)
 
 
@@ -122,7 +122,7 @@ class TrainingJob:
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset
     train_images: np.ndarray  # the training faces (batch-norm statistics are recomputed on them)
-    policy: str  # the precision policy in force (``distributed.set_precision``)
+    policy: str  # the precision policy in force (``precision.set_precision``)
     model_path: Path  # models/<task>.keras
     registered_name: str  # the registered model's name (params' tracking.<task>_model)
     input_example: np.ndarray  # two validation faces: the logged model's signature
@@ -209,7 +209,7 @@ def _training_stage(stage: str, params: dict, logged_data: Callable[[dict, dict]
         f"{task}_val": (files[f"{task}_val"], val, "validation"),
     }
     with _stage_run(stage, logged, params, chief, splits):
-        policy = distributed.set_precision(params[stage]["precision"])
+        policy = precision.set_precision(params[stage]["precision"])
         example = val["images"][:2, :, :, None].astype(np.float32)
         yield TrainingSetup(stage, params, strategy, chief, train, val, policy, example)
 
@@ -229,7 +229,7 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
     chief = distributed.is_chief(strategy)
     n_train = len(job.train_images)
     batch = distributed.global_batch_size(cfg["batch_size"], strategy)
-    per_epoch = training.images_per_epoch(n_train, batch)
+    per_epoch = input_pipeline.images_per_epoch(n_train, batch)
     steps_per_epoch = max(1, per_epoch // batch)
     lr = distributed.scaled_learning_rate(cfg["lr"], strategy)
     with strategy.scope():
@@ -298,7 +298,7 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
         }
     )
     averaged = f"; test-time averaging: flip {cfg['tta']['flip']}, shift {cfg['tta']['shift_px']} px"
-    store.log_and_register_keras(
+    registry.log_and_register_keras(
         served,
         job.registered_name,
         job.input_example,

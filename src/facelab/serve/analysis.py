@@ -1,4 +1,4 @@
-"""What the two face analysers share, without TensorFlow: Keras's ``analyzer.FaceAnalyzer`` and ONNX Runtime's
+"""What the two face analysers share, without TensorFlow: Keras's ``keras_runtime.FaceAnalyzer`` and ONNX Runtime's
 ``onnx_runtime.OnnxFaceAnalyzer`` differ only in how they run a model on a batch of faces.
 
 ``FaceAnalysis`` resizes square grayscale faces to each model's input, scales the keypoints back to each

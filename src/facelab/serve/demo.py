@@ -1,13 +1,13 @@
 """``facelab demo``: a Gradio page over the face analyser: a photo in, every face's box, keypoints and emotion out.
 
 Upload a photo (or take one with the webcam) and the page shows it with each face's box, its 15
-keypoints and ``emotion probability`` drawn (``predict_command.annotate``, what ``facelab predict``
+keypoints and ``emotion probability`` drawn (``drawing.annotate``, what ``facelab predict``
 writes), a table of every face's class probabilities, and the JSON record ``facelab predict``
-writes. The work is ``predict_command.iter_analysed`` on the photo, exactly as on the command line: the
+writes. The work is ``photo_batches.iter_analysed`` on the photo, exactly as on the command line: the
 same reading (``photos.decode_photo``: EXIF orientation, 16-bit, alpha), face detection, crops,
 models and record. Nothing here detects, crops or draws by itself.
 
-* ``build_app(analyzer)`` builds the page over an analyser already loaded (``predict_command.load_analyzer``'s
+* ``build_app(analyzer)`` builds the page over an analyser already loaded (``loading.load_analyzer``'s
   ``FaceAnalyzer``, or anything with its ``analyse`` / ``keypoint_size`` / ``classes``, such as the
   ONNX Runtime one): the models are loaded once, before the page exists, never per request.
 * ``serve(params, ...)`` loads the champion analyser (or the given model URIs and classes, as
@@ -37,7 +37,10 @@ import numpy as np
 import pandas as pd
 
 from facelab.errors import FacelabError
-from facelab.serve import photos, predict_command
+from facelab.extras import DEMO_MODULES, require
+from facelab.serve import loading, photos
+from facelab.serve.drawing import annotate
+from facelab.serve.photo_batches import iter_analysed
 from facelab.tracking import uris
 
 HOST, PORT = "127.0.0.1", 7860
@@ -70,10 +73,10 @@ def analyse_bytes(data: bytes, name: str, analyzer) -> tuple[dict, np.ndarray | 
 
     The record is ``facelab predict``'s (``{"photo", "error"}`` for a file that is not a readable image).
     """
-    [(record, gray)] = list(predict_command.iter_analysed([(name, partial(photos.decode_photo, data, name))], analyzer))
+    [(record, gray)] = list(iter_analysed([(name, partial(photos.decode_photo, data, name))], analyzer))
     if gray is None:
         return record, None
-    picture = cv2.cvtColor(predict_command.annotate(gray, record), cv2.COLOR_BGR2RGB)
+    picture = cv2.cvtColor(annotate(gray, record), cv2.COLOR_BGR2RGB)
     scale = DISPLAY_MAX_SIDE / max(picture.shape[:2])
     if scale < 1:
         picture = cv2.resize(picture, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -226,21 +229,6 @@ def launch(app, host: str = HOST, port: int = PORT, block: bool = True):
     return app
 
 
-def load(
-    params: dict,
-    keypoints_model: str | None = None,
-    emotion_model: str | None = None,
-    classes: Sequence[str] | None = None,
-    runtime: str = "keras",
-):
-    """The analyser ``facelab predict`` would use (champions by default), loaded once."""
-    if runtime == "onnx":
-        from facelab.serve.onnx_runtime import load_onnx_analyzer
-
-        return load_onnx_analyzer(params, keypoints_model, emotion_model, classes)
-    return predict_command.load_analyzer(params, keypoints_model, emotion_model, classes)
-
-
 def describe(params: dict, keypoints_model: str | None, emotion_model: str | None, runtime: str) -> str:
     names = params["tracking"]
     kp = keypoints_model or uris.alias_uri(names["keypoints_model"])
@@ -261,11 +249,8 @@ def serve(
     block: bool = True,
 ):
     """Load the analyser once and serve the page on ``host:port`` (blocks unless ``block=False``)."""
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise FacelabError("facelab demo needs Gradio: pip install -e '.[demo]'") from None
-    analyzer = load(params, keypoints_model, emotion_model, classes, runtime)
+    require("demo", DEMO_MODULES, "facelab demo")
+    analyzer = loading.load_analyzer(params, keypoints_model, emotion_model, classes, runtime)  # predict's
     app = build_app(analyzer, describe(params, keypoints_model, emotion_model, runtime), max_file_mb)
     if block:
         print(f"facelab demo: http://{host}:{port} (Ctrl-C stops it)", flush=True)

@@ -11,7 +11,7 @@ import numpy as np
 
 from facelab.nn import inference
 from facelab.serve.analysis import FaceAnalysis
-from facelab.tracking import store
+from facelab.tracking import registry
 
 
 class FaceAnalyzer(FaceAnalysis):
@@ -24,10 +24,10 @@ class FaceAnalyzer(FaceAnalysis):
 
     @classmethod
     def from_champions(cls, champions) -> FaceAnalyzer:
-        """From ``serving.fetch_champions``: the two downloaded versions and the class list."""
+        """From ``pyfunc.fetch_champions``: the two downloaded versions and the class list."""
         return cls(
-            store.load_keras(champions.folders["keypoints"]),
-            store.load_keras(champions.folders["emotion"]),
+            registry.load_keras(champions.folders["keypoints"]),
+            registry.load_keras(champions.folders["emotion"]),
             champions.classes,
         )
 

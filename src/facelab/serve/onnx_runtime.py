@@ -2,19 +2,21 @@
 
 ``facelab export onnx`` (``facelab.serve.onnx_export``) writes each champion Keras model, its test-time
 averaging included, as one ONNX graph (input ``image``: (N, H, W, 1) float32 0-255 pixels; output
-``keypoints`` (N, 30) pixel coordinates or ``probabilities`` (N, classes)), with the facts a runtime
-needs in the file's metadata (``META_*``: task, input size, classes, the registry version it came
-from), logs it next to the Keras model (an artifact of the version's run) and tags the version
+``keypoints`` (N, 30) pixel coordinates or ``probabilities`` (N, classes)), computing in float32
+whatever precision the model was trained in, with the facts a runtime needs in the file's metadata
+(``META_*``: task, input size, classes, the registry version it came from, the training precision and
+the graph's), logs it next to the Keras model (an artifact of the version's run) and tags the version
 with where it is (``ONNX_TAG``) and its sha256 (``SHA256_TAG``).
 
 ``OnnxFaceAnalyzer`` runs those files with the same ``keypoint_size`` / ``emotion_size`` /
 ``classes`` / ``keypoints`` / ``probabilities`` / ``analyse`` as ``facelab.serve.keras_runtime.FaceAnalyzer``,
-so ``facelab.serve.predict_command`` (photos, detection, batching, drawing) and ``facelab.serve.demo`` run it
-unchanged. ``load_onnx_analyzer`` finds the files as ``predict.load_analyzer`` finds the Keras
+so ``facelab.serve.photo_batches`` (photos, detection, batching), ``facelab predict`` and ``facelab.serve.demo``
+run it unchanged. ``load_onnx_analyzer`` finds the files as ``loading.load_keras_analyzer`` finds the Keras
 models: local ``.onnx`` files, or the registry (champion by default) through the versions' tags.
 
 Nothing here imports TensorFlow or Keras (a test checks it in a fresh interpreter); MLflow is
-imported (through ``facelab.tracking.store``) only to fetch files from the registry.
+imported (through ``facelab.tracking.store`` and ``facelab.tracking.registry``) only to fetch files from the
+registry.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ META_TASK, META_INPUT_SIZE, META_CLASSES, META_SOURCE = (
     "facelab.classes",
     "facelab.source",
 )
+# The dtype policy the Keras model was trained in (float32, mixed_bfloat16, mixed_float16), and what the ONNX
+# graph computes in (always float32: ``onnx_export`` rebuilds a mixed-precision model in float32 first).
+META_TRAINED_PRECISION, META_GRAPH_PRECISION = "facelab.trained_precision", "facelab.graph_precision"
 # Tags on the registered Keras version: where its ONNX twin is, and its sha256.
 ONNX_TAG, SHA256_TAG = "facelab.onnx", "facelab.onnx_sha256"
 
@@ -142,11 +147,11 @@ def _local(path: str) -> str:
 
 def registry_onnx(uri: str, folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
     """Download the ONNX twin of the Keras version ``uri`` into ``folder``: its path, and the version's tags."""
-    from facelab.tracking import store
+    from facelab.tracking import registry, store
 
     name, alias, number = uris.parse(uri)
     try:
-        version = store.get_version(name, alias, number)
+        version = registry.get_version(name, alias, number)
     except FacelabError:
         raise
     except Exception as exc:  # MLflow's not-found error
@@ -172,7 +177,7 @@ def load_onnx_analyzer(
     classes: Sequence[str] | None = None,
     threads: int | None = None,
 ) -> OnnxFaceAnalyzer:
-    """``predict.load_analyzer`` on ONNX Runtime: by default the champions' exported files.
+    """``loading.load_keras_analyzer`` on ONNX Runtime: by default the champions' exported files.
 
     ``keypoints_model`` / ``emotion_model``: a local ``.onnx`` file, or a registry URI of a Keras
     version (``models:/name@alias``, ``models:/name/3``) whose ONNX twin ``facelab export onnx`` logged.

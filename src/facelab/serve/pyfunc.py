@@ -1,6 +1,6 @@
 """The served face analyser: both champion models in one MLflow ``pyfunc`` model.
 
-The ``combine`` stage logs it and registers it as ``store.analyzer_model`` (default
+The ``combine`` stage logs it and registers it as ``params.yaml``'s ``tracking.analyzer_model`` (default
 ``facelab-face-analyzer``) with the aliases ``candidate`` and ``champion``: it is built from the
 two champions, so it is the champion by construction. It holds copies of the two Keras model
 versions that held ``champion`` and the emotion class list, and its code is the facelab package
@@ -16,14 +16,14 @@ row per photo, and optionally ``name`` (echoed as ``photo``)::
         -d "{\\"dataframe_split\\": {\\"columns\\": [\\"image\\"], \\"data\\": [[\\"$(base64 -w0 photo.jpg)\\"]]}}"
 
 Answer: ``{"predictions": [record, ...]}``, one record per row, exactly as ``facelab predict``
-writes them (``facelab.serve.predict_command``: box, keypoints in photo pixels, emotion, probabilities); a row
+writes them (``facelab.serve.photo_batches``: box, keypoints in photo pixels, emotion, probabilities); a row
 that is not a readable image gets ``{"photo", "error"}``.
 
 MLflow pickles the ``FaceAnalyzerModel`` instance with a reference to its class by module path
 (``facelab.serve.pyfunc.FaceAnalyzerModel``), resolved when loading in the package copy logged with the
 model, or, in a process that has already imported facelab, in that facelab.
 
-This module and ``facelab.tracking.store`` are the only ones that import MLflow.
+This module, ``facelab.tracking.store`` and ``facelab.tracking.registry`` are the only ones that import MLflow.
 """
 
 from __future__ import annotations
@@ -45,20 +45,20 @@ from mlflow.types import ColSpec, Schema
 import facelab
 from facelab.errors import FacelabError
 from facelab.serve.keras_runtime import FaceAnalyzer
-from facelab.serve.predict_command import analyse_encoded
-from facelab.tracking import store, uris
+from facelab.serve.photo_batches import analyse_encoded
+from facelab.tracking import registry, store, uris
 
 IMAGE_COLUMN, NAME_COLUMN = "image", "name"
 ARTIFACT_NAME = "analyzer"
 REQUIREMENTS = (
     "mlflow",
     "keras",
-    store.TENSORFLOW_MODULE,
+    registry.TENSORFLOW_MODULE,
     "numpy",
     "pandas",
     "opencv-python-headless",
     "pillow",
-)  # TensorFlow: the build installed here (store.pinned_requirements)
+)  # TensorFlow: the build installed here (registry.pinned_requirements)
 
 
 class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
@@ -68,8 +68,8 @@ class FaceAnalyzerModel(mlflow.pyfunc.PythonModel):
         config = context.model_config or {}
         self.batch_faces = int(config.get("batch_faces", 64))
         self.analyzer = FaceAnalyzer(
-            store.load_keras(context.artifacts["keypoints_model"]),
-            store.load_keras(context.artifacts["emotion_model"]),
+            registry.load_keras(context.artifacts["keypoints_model"]),
+            registry.load_keras(context.artifacts["emotion_model"]),
             list(config["classes"]),
         )
 
@@ -127,12 +127,12 @@ class Champions:
     classes: list[str]  # the emotion version's class list
 
 
-def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path, alias: str = store.CHAMPION) -> Champions:
+def fetch_champions(keypoints_name: str, emotion_name: str, folder: Path, alias: str = uris.CHAMPION) -> Champions:
     """Resolve ``alias`` of both models once and download those versions under ``folder``."""
     versions = {}
     for task, name in (("keypoints", keypoints_name), ("emotion", emotion_name)):
         try:
-            versions[task] = int(store.get_version(name, alias).version)
+            versions[task] = int(registry.get_version(name, alias).version)
         except Exception as exc:  # MLflow's not-found error: say which model has no such version
             raise FacelabError(f"{uris.alias_uri(name, alias)}: no such model version: {exc}") from None
     return fetch_versions({"keypoints": keypoints_name, "emotion": emotion_name}, versions, folder)
@@ -148,7 +148,7 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
     found = {}
     for task, name in names.items():
         try:
-            found[task] = store.get_version(name, number=versions[task])
+            found[task] = registry.get_version(name, number=versions[task])
         except Exception:  # MLflow's not-found error
             where = f" (named in {source})" if source else ""
             raise FacelabError(
@@ -165,7 +165,7 @@ def fetch_versions(names: dict[str, str], versions: dict[str, int], folder: Path
     return Champions(dict(names), {task: int(v) for task, v in versions.items()}, folders, classes.split(","))
 
 
-def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: str = store.CHAMPION) -> dict:
+def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: str = uris.CHAMPION) -> dict:
     """Log the analyser built from ``champions`` (``fetch_champions``) in the active run, register it.
 
     The new version gets ``candidate`` and ``alias`` (built from the champions, it is the champion)
@@ -186,14 +186,14 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
                 ),
                 input_example=example,
                 model_config={"classes": champions.classes, "batch_faces": 64},
-                pip_requirements=store.pinned_requirements(REQUIREMENTS),
+                pip_requirements=registry.pinned_requirements(REQUIREMENTS),
                 metadata={
                     f"{task}_model": f"{champions.names[task]}/{champions.versions[task]}" for task in champions.names
                 },
             ),
             "log model",
         )
-    registered = store.register_version(
+    registered = registry.register_version(
         info.model_uri,
         analyzer_name,
         {
@@ -203,7 +203,7 @@ def log_and_register_analyzer(champions: Champions, analyzer_name: str, alias: s
         },
     )
     number = int(registered.version)
-    for name in dict.fromkeys((store.CANDIDATE, alias)):  # from the champions: the champion
+    for name in dict.fromkeys((uris.CANDIDATE, alias)):  # from the champions: the champion
         store.retry(lambda: client.set_registered_model_alias(analyzer_name, name, str(number)), f"alias {name}")
     run = mlflow.active_run()
     return {

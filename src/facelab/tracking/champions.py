@@ -1,7 +1,7 @@
 """The champion rules: which registered model version holds the alias ``champion``.
 
 ``evaluate`` calls ``promote`` for each model it scored; the MLflow calls go through
-``facelab.tracking.store`` (this module holds the policy only).
+``facelab.tracking.registry`` (this module holds the policy only).
 
 The rules (``promote``; the version's tag ``champion_decision`` names the rule that applied):
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from facelab.tracking import store
+from facelab.tracking import registry, store, uris
 
 # Version tags: what a test figure was measured on, and the decision.
 TEST_SET_TAG = "facelab.test_set"  # sha256 (prefix) of the test arrays
@@ -77,7 +77,7 @@ def choose_champion(
 
 
 def _version_tags(name: str, fingerprint: str) -> dict[int, dict[str, str]]:
-    found = store.search_versions(f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'")
+    found = registry.search_versions(f"name = '{name}' and tags.`{FINGERPRINT_TAG}` = '{fingerprint}'")
     return {int(v.version): dict(v.tags) for v in found}
 
 
@@ -89,9 +89,9 @@ def _settle_champion(
     Returns the chosen version and the tags it was chosen from."""
     versions = _version_tags(name, fingerprint)
     best = choose_champion(versions, fingerprint, metric, higher_is_better)
-    current = store.champion_version(name)
+    current = registry.champion_version(name)
     if best is not None and (current is None or int(current.version) != best):
-        store.set_alias(name, store.CHAMPION, best)
+        registry.set_alias(name, uris.CHAMPION, best)
     return best, versions
 
 
@@ -120,8 +120,8 @@ def promote(
     ``champion_decision``).
     """
     version = int(version)
-    store.tag_version(name, version, {f"test.{metric}": value, **task})
-    current = store.champion_version(name)
+    registry.tag_version(name, version, {f"test.{metric}": value, **task})
+    current = registry.champion_version(name)
     fingerprint = task[FINGERPRINT_TAG]
     previous = None if current is None else int(current.version)
     current_tags = {} if current is None else dict(current.tags)
@@ -161,7 +161,7 @@ def promote(
         "champion": champion,
     }
     verdict = "promoted" if promoted else "kept out"
-    store.tag_version(name, version, {DECISION_TAG: f"{verdict} ({rule}): {reason}"})
+    registry.tag_version(name, version, {DECISION_TAG: f"{verdict} ({rule}): {reason}"})
     return decision
 
 

@@ -2,7 +2,7 @@
 
 ``facelab predict --runtime onnx`` and the demo on ONNX Runtime run without TensorFlow or MLflow
 installed when given local files, so the spelling of a registry URI lives here rather than in
-``facelab.tracking.store`` (which imports MLflow). ``is_local`` tells a model file from a registry URI.
+``facelab.tracking.registry`` (which imports MLflow). ``is_local`` tells a model file from a registry URI.
 """
 
 from __future__ import annotations

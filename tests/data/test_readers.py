@@ -1,4 +1,5 @@
-"""facelab.data.readers on tiny files written here: round trips, layouts, and one case per bad input."""
+"""facelab.data.readers (through csv_engine and pixel_parser) on tiny files written here: round trips,
+layouts, and one case per bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facelab.data import readers
+from facelab.data import csv_engine, pixel_parser, readers
 from facelab.errors import FacelabError
 from facelab.formats import FER_LABELS, KEYPOINT_COLUMNS
 
@@ -19,6 +20,7 @@ FER = 48 * 48
 
 
 # --- writers ------------------------------------------------------------------------------------
+
 
 def pixel_text(values: np.ndarray) -> str:
     return " ".join(str(int(v)) for v in np.ravel(values))
@@ -42,8 +44,9 @@ def write(path: Path, text: str | bytes, *, gz: bool = False, newline: str = "\n
     return path
 
 
-def keypoint_csv(images: np.ndarray, keypoints: np.ndarray, *, order: list[str] | None = None,
-                 extra: bool = False) -> str:
+def keypoint_csv(
+    images: np.ndarray, keypoints: np.ndarray, *, order: list[str] | None = None, extra: bool = False
+) -> str:
     columns = order or [*KEYPOINT_COLUMNS, "Image"]
     if extra:
         columns = ["id", *columns, "note"]
@@ -76,15 +79,16 @@ def kp_lines(n: int, seed: int = 0) -> list[str]:
 @pytest.fixture(params=["big-blocks", "tiny-blocks"])
 def block_size(request, monkeypatch):
     """Run each round trip with the real block size and with blocks far smaller than one row."""
-    if request.param == "tiny-blocks":      # also: parse plain files on two threads, however small
-        monkeypatch.setattr(readers, "BLOCK_BYTES", 3000)
-        monkeypatch.setattr(readers, "READ_BYTES", 1000)
-        monkeypatch.setattr(readers, "PARSE_THREADS", 2)
-        monkeypatch.setattr(readers, "PARALLEL_MIN_BYTES", 0)
+    if request.param == "tiny-blocks":  # also: parse plain files on two threads, however small
+        monkeypatch.setattr(pixel_parser, "BLOCK_BYTES", 3000)
+        monkeypatch.setattr(csv_engine, "READ_BYTES", 1000)
+        monkeypatch.setattr(pixel_parser, "PARSE_THREADS", 2)
+        monkeypatch.setattr(pixel_parser, "PARALLEL_MIN_BYTES", 0)
     return request.param
 
 
 # --- round trips --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_keypoints_round_trip(tmp_path, gz, block_size):
@@ -120,7 +124,7 @@ def test_keypoints_any_name_any_column_order_extra_columns(tmp_path, block_size)
 
 def test_missing_keypoints_are_nan(tmp_path):
     images, coords = fake_images(4, 96, 2), fake_keypoints(4, 2)
-    coords[0, 4:] = np.nan      # like Kaggle: only the eye centres
+    coords[0, 4:] = np.nan  # like Kaggle: only the eye centres
     coords[2, :] = np.nan
     coords[3, 29] = np.nan
     data = readers.read_keypoints_csv(write(tmp_path / "training.csv", keypoint_csv(images, coords)))
@@ -164,8 +168,9 @@ def test_crlf_and_bom_work(tmp_path, newline, bom, gz, block_size):
 
 def test_icml_variant_with_spaces_in_names(tmp_path):
     images = fake_images(3, 48, 6)
-    text = fer_csv(images, [0, 3, 6], ["Training", "PublicTest", "PrivateTest"],
-                   columns=("emotion", " Usage", " pixels"))
+    text = fer_csv(
+        images, [0, 3, 6], ["Training", "PublicTest", "PrivateTest"], columns=("emotion", " Usage", " pixels")
+    )
     data = readers.read_fer_csv(write(tmp_path / "icml_face_data.csv", text))
     np.testing.assert_array_equal(data.images, images)
     assert data.labels.tolist() == [0, 3, 6]
@@ -182,7 +187,8 @@ def test_icml_values_with_leading_spaces(tmp_path):
 
 def test_fer_without_usage(tmp_path):
     images = fake_images(4, 48, 8)
-    data = readers.read_fer_csv(write(tmp_path / "train.csv", fer_csv(images, [4, 5, 6, 0], columns=("emotion", "pixels"))))
+    text = fer_csv(images, [4, 5, 6, 0], columns=("emotion", "pixels"))
+    data = readers.read_fer_csv(write(tmp_path / "train.csv", text))
     np.testing.assert_array_equal(data.images, images)
     assert data.usage is None and data.labels.tolist() == [4, 5, 6, 0]
 
@@ -217,29 +223,30 @@ def test_parse_pixel_strings_matches_the_naive_parse():
         values = rng.integers(0, 256, 37)
         text = " ".join(str(v) for v in values)
         if k % 5 == 1:
-            text = "  " + text.replace(" ", "   ") + " "        # extra spaces
+            text = "  " + text.replace(" ", "   ") + " "  # extra spaces
         if k % 5 == 2:
-            text = "\t".join(str(v) for v in values)          # tabs: the exact (slow) path
+            text = "\t".join(str(v) for v in values)  # tabs: the exact (slow) path
         if k % 5 == 3:
-            text = " ".join(f"{v:03d}" for v in values)         # zero-padded
+            text = " ".join(f"{v:03d}" for v in values)  # zero-padded
         if k % 5 == 4:
-            text = " ".join(f"0{v:03d}" for v in values)        # four digits, still <= 255
+            text = " ".join(f"0{v:03d}" for v in values)  # four digits, still <= 255
         strings.append(text if k % 2 else text.encode())
         expected.append(values)
-    out = readers.parse_pixel_strings(strings, 37, "x.csv")
+    out = pixel_parser.parse_pixel_strings(strings, 37, "x.csv")
     np.testing.assert_array_equal(out, np.array(expected, np.uint8))
     naive = np.stack([np.array(s.split(), dtype=np.uint8) for s in strings])
     np.testing.assert_array_equal(out, naive)
-    assert readers.parse_pixel_strings([], 5, "x.csv").shape == (0, 5)
+    assert pixel_parser.parse_pixel_strings([], 5, "x.csv").shape == (0, 5)
 
 
 def test_parse_pixel_strings_names_the_row():
     strings = ["1 2 3", "4 5 6", "7 8", "9 9 9"]
     with pytest.raises(FacelabError, match=r"^x\.csv: row 12: pixels has 2 values, expected 3$"):
-        readers.parse_pixel_strings(strings, 3, "x.csv", first_row=10)
+        pixel_parser.parse_pixel_strings(strings, 3, "x.csv", first_row=10)
 
 
 # --- image folders ------------------------------------------------------------------------------
+
 
 def write_image(path: Path, side: int = 48, value: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +258,7 @@ def write_image(path: Path, side: int = 48, value: int = 0) -> None:
 def test_class_folders_with_aliases(tmp_path):
     write_image(tmp_path / "anger" / "a.png", value=10)
     write_image(tmp_path / "Happiness" / "b.jpg", value=20)
-    write_image(tmp_path / "happiness" / "c.jpeg", side=96, value=30)   # resized to 48
+    write_image(tmp_path / "happiness" / "c.jpeg", side=96, value=30)  # resized to 48
     write_image(tmp_path / "SAD" / "d.png", side=32, value=40)
     (tmp_path / "anger" / "notes.txt").write_text("ignored")
     data = readers.read_fer_folder(tmp_path)
@@ -332,56 +339,154 @@ BAD_INPUTS = [
     ("blank-file", "keypoints", "training.csv", "\n\n", None, "empty"),
     ("header-only", "fer", "fer2013.csv", FER_HEADER + "\n", None, "no data rows"),
     ("header-only-keypoints", "keypoints", "training.csv", KP_HEADER, None, "no data rows"),
-    ("missing-Image", "keypoints", "training.csv", ",".join(KEYPOINT_COLUMNS) + "\n" + ",".join(COORDS) + "\n",
-     None, "missing column 'Image'"),
-    ("missing-coordinate", "keypoints", "training.csv",
-     ",".join([*KEYPOINT_COLUMNS[1:], "Image"]) + "\n" + ",".join(COORDS[1:]) + "," + KPIX + "\n",
-     None, "missing column 'left_eye_center_x'"),
+    (
+        "missing-Image",
+        "keypoints",
+        "training.csv",
+        ",".join(KEYPOINT_COLUMNS) + "\n" + ",".join(COORDS) + "\n",
+        None,
+        "missing column 'Image'",
+    ),
+    (
+        "missing-coordinate",
+        "keypoints",
+        "training.csv",
+        ",".join([*KEYPOINT_COLUMNS[1:], "Image"]) + "\n" + ",".join(COORDS[1:]) + "," + KPIX + "\n",
+        None,
+        "missing column 'left_eye_center_x'",
+    ),
     ("missing-pixels", "fer", "fer2013.csv", "emotion,Usage\n3,Training\n", None, "missing column 'pixels'"),
     ("missing-emotion", "fer", "test.csv", "pixels\n" + PIX + "\n", None, "missing column 'emotion'"),
-    ("too-few-pixels", "fer", "fer2013.csv", fer_file("3," + " ".join(PIX.split()[:-1]) + ",Training"), 3,
-     "pixels has 2303 values, expected 2304"),
-    ("too-many-pixels", "fer", "fer2013.csv", fer_file("3," + PIX + " 7,Training", at=4), 4,
-     "pixels has 2305 values, expected 2304"),
+    (
+        "too-few-pixels",
+        "fer",
+        "fer2013.csv",
+        fer_file("3," + " ".join(PIX.split()[:-1]) + ",Training"),
+        3,
+        "pixels has 2303 values, expected 2304",
+    ),
+    (
+        "too-many-pixels",
+        "fer",
+        "fer2013.csv",
+        fer_file("3," + PIX + " 7,Training", at=4),
+        4,
+        "pixels has 2305 values, expected 2304",
+    ),
     ("empty-pixels", "fer", "fer2013.csv", fer_file("3,,Training", at=1), 1, "pixels has 0 values"),
-    ("non-numeric-pixel", "fer", "fer2013.csv", fer_file("3," + PIX.replace(" 17 ", " 1x7 ", 1) + ",Training"), 3,
-     "not a whole number"),
-    ("float-pixel", "fer", "fer2013.csv", fer_file("3," + PIX.replace(" 17 ", " 17.5 ", 1) + ",Training", at=2),
-     2, "'17.5' is not a whole number"),
-    ("pixel-over-255", "fer", "fer2013.csv", fer_file("3," + PIX.replace(" 17 ", " 256 ", 1) + ",Training"), 3,
-     "value 256 is out of range 0-255"),
-    ("pixel-four-digits", "fer", "fer2013.csv", fer_file("3," + PIX.replace(" 17 ", " 1000 ", 1) + ",Training"),
-     3, "value 1000 is out of range"),
-    ("pixel-negative", "fer", "fer2013.csv", fer_file("3," + PIX.replace(" 17 ", " -1 ", 1) + ",Training"), 3,
-     "value -1 is out of range"),
-    ("keypoint-image-short", "keypoints", "training.csv", kp_file(",".join(COORDS) + "," + KPIX[:-4]), 2,
-     "Image has 9215 values, expected 9216"),
-    ("keypoint-pixel-300", "keypoints", "training.csv", kp_file(",".join(COORDS) + ",300 " + KPIX[2:], at=3), 3,
-     "Image value 300 is out of range"),
-    ("keypoint-non-numeric", "keypoints", "training.csv", kp_file(coords_with(5, "abc") + "," + KPIX), 2,
-     "left_eye_inner_corner_y is not a number: 'abc'"),
-    ("keypoint-outside-image", "keypoints", "training.csv", kp_file(coords_with(0, "120.5") + "," + KPIX, at=3), 3,
-     "left_eye_center_x = 120.5 is outside the 96x96 image"),
-    ("keypoint-negative", "keypoints", "training.csv", kp_file(coords_with(29, "-3") + "," + KPIX, at=1), 1,
-     "mouth_center_bottom_lip_y = -3 is outside"),
+    (
+        "non-numeric-pixel",
+        "fer",
+        "fer2013.csv",
+        fer_file("3," + PIX.replace(" 17 ", " 1x7 ", 1) + ",Training"),
+        3,
+        "not a whole number",
+    ),
+    (
+        "float-pixel",
+        "fer",
+        "fer2013.csv",
+        fer_file("3," + PIX.replace(" 17 ", " 17.5 ", 1) + ",Training", at=2),
+        2,
+        "'17.5' is not a whole number",
+    ),
+    (
+        "pixel-over-255",
+        "fer",
+        "fer2013.csv",
+        fer_file("3," + PIX.replace(" 17 ", " 256 ", 1) + ",Training"),
+        3,
+        "value 256 is out of range 0-255",
+    ),
+    (
+        "pixel-four-digits",
+        "fer",
+        "fer2013.csv",
+        fer_file("3," + PIX.replace(" 17 ", " 1000 ", 1) + ",Training"),
+        3,
+        "value 1000 is out of range",
+    ),
+    (
+        "pixel-negative",
+        "fer",
+        "fer2013.csv",
+        fer_file("3," + PIX.replace(" 17 ", " -1 ", 1) + ",Training"),
+        3,
+        "value -1 is out of range",
+    ),
+    (
+        "keypoint-image-short",
+        "keypoints",
+        "training.csv",
+        kp_file(",".join(COORDS) + "," + KPIX[:-4]),
+        2,
+        "Image has 9215 values, expected 9216",
+    ),
+    (
+        "keypoint-pixel-300",
+        "keypoints",
+        "training.csv",
+        kp_file(",".join(COORDS) + ",300 " + KPIX[2:], at=3),
+        3,
+        "Image value 300 is out of range",
+    ),
+    (
+        "keypoint-non-numeric",
+        "keypoints",
+        "training.csv",
+        kp_file(coords_with(5, "abc") + "," + KPIX),
+        2,
+        "left_eye_inner_corner_y is not a number: 'abc'",
+    ),
+    (
+        "keypoint-outside-image",
+        "keypoints",
+        "training.csv",
+        kp_file(coords_with(0, "120.5") + "," + KPIX, at=3),
+        3,
+        "left_eye_center_x = 120.5 is outside the 96x96 image",
+    ),
+    (
+        "keypoint-negative",
+        "keypoints",
+        "training.csv",
+        kp_file(coords_with(29, "-3") + "," + KPIX, at=1),
+        1,
+        "mouth_center_bottom_lip_y = -3 is outside",
+    ),
     ("label-7", "fer", "fer2013.csv", fer_file("7," + PIX + ",Training"), 3, "emotion label 7 is outside 0-6"),
     ("label-negative", "fer", "fer2013.csv", fer_file("-1," + PIX + ",Training", at=2), 2, "label -1 is outside"),
-    ("label-fraction", "fer", "fer2013.csv", fer_file("2.5," + PIX + ",Training"), 3,
-     "label '2.5' is not an integer"),
+    ("label-fraction", "fer", "fer2013.csv", fer_file("2.5," + PIX + ",Training"), 3, "label '2.5' is not an integer"),
     ("label-word", "fer", "fer2013.csv", fer_file("happy," + PIX + ",Training", at=4), 4, "not an integer"),
     ("label-missing", "fer", "fer2013.csv", fer_file("," + PIX + ",Training", at=1), 1, "label is missing"),
     ("bad-usage", "fer", "fer2013.csv", fer_file("3," + PIX + ",Validation"), 3, "Usage is 'Validation'"),
-    ("extra-field", "fer", "fer2013.csv", fer_file("3," + PIX + ",Training,x", at=2), 2,
-     "has 4 fields, expected 3"),
-    ("missing-field", "keypoints", "training.csv", kp_file(",".join(COORDS[1:]) + "," + KPIX), 2,
-     "has 30 fields, expected 31"),
-    ("quoted-too-few", "fer", "quoted.csv",
-     FER_HEADER + "\n" + "\n".join(f'{k},"{p}",Training' for k, p in enumerate([PIX, PIX, "1 2"])) + "\n", 3,
-     "pixels has 2 values"),
+    ("extra-field", "fer", "fer2013.csv", fer_file("3," + PIX + ",Training,x", at=2), 2, "has 4 fields, expected 3"),
+    (
+        "missing-field",
+        "keypoints",
+        "training.csv",
+        kp_file(",".join(COORDS[1:]) + "," + KPIX),
+        2,
+        "has 30 fields, expected 31",
+    ),
+    (
+        "quoted-too-few",
+        "fer",
+        "quoted.csv",
+        FER_HEADER + "\n" + "\n".join(f'{k},"{p}",Training' for k, p in enumerate([PIX, PIX, "1 2"])) + "\n",
+        3,
+        "pixels has 2 values",
+    ),
     ("truncated-gzip", "fer", "fer2013.csv.gz", truncated_gzip(), None, "truncated"),
     ("corrupt-gzip", "fer", "fer2013.csv.gz", corrupt_gzip(), None, "corrupt"),
-    ("gzip-trailing-garbage", "fer", "fer2013.csv.gz", gzip.compress(fer_file(None).encode()) + b"junk", None,
-     "corrupt"),
+    (
+        "gzip-trailing-garbage",
+        "fer",
+        "fer2013.csv.gz",
+        gzip.compress(fer_file(None).encode()) + b"junk",
+        None,
+        "corrupt",
+    ),
     ("not-gzip-after-magic", "fer", "fer2013.csv.gz", b"\x1f\x8b" + b"\x00" * 30, None, "corrupt"),
     ("missing-file", "keypoints", None, None, None, "not found"),
 ]
@@ -409,21 +514,25 @@ def test_bad_input_is_one_line_naming_file_row_and_problem(tmp_path, case):
 @pytest.mark.parametrize("name", ["big.csv", "big.csv.gz"])
 def test_bad_row_far_into_a_file_is_named(tmp_path, monkeypatch, block_size_bytes, name):
     """Row numbers stay right across blocks, threads, blank lines and CRLF; the first bad row wins."""
-    monkeypatch.setattr(readers, "BLOCK_BYTES", block_size_bytes)
-    monkeypatch.setattr(readers, "PARSE_THREADS", 2)
-    monkeypatch.setattr(readers, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(pixel_parser, "BLOCK_BYTES", block_size_bytes)
+    monkeypatch.setattr(pixel_parser, "PARSE_THREADS", 2)
+    monkeypatch.setattr(pixel_parser, "PARALLEL_MIN_BYTES", 0)
     gz = name.endswith(".gz")
     lines = fer_lines(40)
-    lines[36] = lines[36].replace(",Training", ",Nonsense")    # row 37 (+1 blank line = 38)
-    lines[30] = "9" + lines[30][1:]                             # row 31 (+1 = 32): label 9
-    lines[33] = lines[33].replace(" ", " x ", 1)                # row 34 (+1 = 35): pixels
+    lines[36] = lines[36].replace(",Training", ",Nonsense")  # row 37 (+1 blank line = 38)
+    lines[30] = "9" + lines[30][1:]  # row 31 (+1 = 32): label 9
+    lines[33] = lines[33].replace(" ", " x ", 1)  # row 34 (+1 = 35): pixels
     text = FER_HEADER + "\n" + "\n".join(lines[:10]) + "\n\n" + "\n".join(lines[10:]) + "\n"
     path = write(tmp_path / name, text, gz=gz, newline="\r\n")
     with pytest.raises(FacelabError, match=re.escape(name) + r": row 35: pixels value 'x'"):
         readers.read_fer_csv(path)
     lines[33] = fer_lines(34)[33]
-    path = write(tmp_path / name, FER_HEADER + "\n" + "\n".join(lines[:10]) + "\n\n"
-                 + "\n".join(lines[10:]) + "\n", gz=gz, newline="\r\n")
+    path = write(
+        tmp_path / name,
+        FER_HEADER + "\n" + "\n".join(lines[:10]) + "\n\n" + "\n".join(lines[10:]) + "\n",
+        gz=gz,
+        newline="\r\n",
+    )
     with pytest.raises(FacelabError, match=r"row 32: emotion label 9 is outside 0-6"):
         readers.read_fer_csv(path)
 

@@ -1,4 +1,4 @@
-"""The team deployment on one machine without Docker, for tests and for trying it out.
+"""The team deployment on one machine without Docker, for the tests and for trying it out.
 
 Starts, on 127.0.0.1 only and on free ports:
 
@@ -10,8 +10,8 @@ Starts, on 127.0.0.1 only and on free ports:
   (clients need no storage credentials), with ``--app-name basic-auth``.
 
     export FACELAB_TEAM_ADMIN_PASSWORD=...  AWS_ACCESS_KEY_ID=...  AWS_SECRET_ACCESS_KEY=...
-    python scripts/team_services.py start DIR    # prints the addresses; state in DIR/state.json
-    python scripts/team_services.py stop DIR     # stops all three, removes the database folder
+    python -m facelab.tracking.local_services start DIR    # prints the addresses; state in DIR/state.json
+    python -m facelab.tracking.local_services stop DIR     # stops all three, removes the database folder
 
 Secrets come from the environment and are never written into the repository: the admin password
 goes to ``mlflow server`` through ``MLFLOW_AUTH_ADMIN_PASSWORD``, the database password (random
@@ -19,7 +19,10 @@ unless ``FACELAB_TEAM_PG_PASSWORD`` is set) only into ``DIR/pgpass`` (mode 600),
 basic-auth's CSRF key (random unless ``MLFLOW_FLASK_SERVER_SECRET_KEY`` is set) into
 ``DIR/flask-secret`` (mode 600); ``stop`` deletes both.
 DIR holds state, configs and logs; keep it outside the repository. The compose file
-``docs/team/docker-compose.yml`` describes the same deployment for people with Docker.
+``docs/team/docker-compose.yml`` describes the same deployment for people with Docker. Needs the
+``team-test`` extra (psycopg2, boto3, moto) and PostgreSQL's server programs.
+
+May import: the root modules (``facelab.sandbox`` for free ports).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from facelab.sandbox import HOST, free_port
+
 BUCKET = "facelab-team"
 PG_USER = "facelab"
 # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the team extra installs psycopg2-binary.
@@ -66,12 +70,6 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 
 class ServiceError(RuntimeError):
     """A service did not start or stop; the message names it and its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def postgres_bin() -> Path:
@@ -370,7 +368,9 @@ def stop(folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m facelab.tracking.local_services", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("action", choices=["start", "stop", "restart-mlflow"])
     parser.add_argument("dir", type=Path, help="folder for state, configs and logs (outside the repository)")
     args = parser.parse_args(argv)
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MLflow server  {state['tracking_uri']}  (user {ADMIN_USER}; basic-auth)")
             print(f"S3 endpoint    {state['s3_endpoint']}  (bucket {BUCKET})")
             print(f"PostgreSQL     {HOST}:{state['pg_port']}  (databases {', '.join(DATABASES)})")
-            print(f"stop with: python {Path(__file__).name} stop {folder}")
+            print(f"stop with: python -m facelab.tracking.local_services stop {folder}")
         elif args.action == "stop":
             stop(folder)
         else:
