@@ -16,8 +16,9 @@ status and the end of its stderr; the others still run.
 Quick mode leaves out the slow parts (the arguments below, BENCHMARKS): the synthetic-default pipeline
 (``bench_pipeline.py --default``, several minutes), the emotion model at the original emotion recipe's
 96x96 (``bench_training.py --tasks ... emotion96``) and the two-worker trainings (``bench_workers.py``,
-about 10 minutes); bench_pipeline's stages on the real FER file (one epoch, a few minutes: their peak
-memory) are in both.
+about 10 minutes), and serves the analyser to 2 clients x 5 photos instead of 8 x 30 on three servers
+(``bench_serving.py --quick``); bench_pipeline's stages on the real FER file (one epoch, a few minutes: their
+peak memory) are in both.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ BENCHMARKS = {
     "pipeline": ("bench_pipeline.py", ["--real-fer"], ["--real-fer", "--default"]),
     "onnx": ("bench_onnx.py", [], ["--repeats", "5"]),
     "workers": ("bench_workers.py", None, []),  # about 10 minutes: six short trainings
+    "serving": ("bench_serving.py", ["--quick"], []),  # mlflow models serve under 2 clients (quick), 8 (full)
 }
 TENSORFLOW = ("tensorflow", "tensorflow-cpu", "tensorflow-intel", "tf-nightly")  # whichever is installed
 TIMEOUT_S = 3600

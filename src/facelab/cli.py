@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (default: params' tracking.experiment)")
     p.add_argument("--all", action="store_true", help="include runs on the synthetic faces")
     p.add_argument("--evaluated", action="store_true", help="only runs whose model was scored on its test set")
+    p.add_argument(
+        "--phases", action="store_true", help="also the minutes of every stage run's phases (load, train, ...)"
+    )
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(handler=_cmd_results)
     p = sub.add_parser("predict", help="keypoints and emotion of every face in photos (annotated copies + JSON)")
@@ -171,7 +174,7 @@ def _cmd_results(args) -> None:
     from facelab.reports.results import run
 
     experiment = args.experiment or load_params(args.params)["tracking"]["experiment"]
-    run(experiment, args.out, args.all, args.evaluated)
+    run(experiment, args.out, args.all, args.evaluated, args.phases)
 
 
 def _cmd_params_apply(args) -> None:

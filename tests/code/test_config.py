@@ -9,7 +9,7 @@ import yaml
 from facelab.cli import main
 from facelab.config import flatten, in_queued_experiment, load_params, validate_params, workspace_root
 from facelab.errors import FacelabError
-from tests.code.bad_files import NOT_A_MAPPING, write
+from tests.support.bad_files import NOT_A_MAPPING, write
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = yaml.safe_load((REPO / "params.yaml").read_text())

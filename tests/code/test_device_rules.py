@@ -76,17 +76,3 @@ def test_validation_faces_split_evenly_across_replicas():
     assert distributed.evenly_split(13, Replicas(2)) == 12
     assert distributed.evenly_split(1000, Replicas(4)) == 1000
     assert distributed.evenly_split(3, Replicas(4)) == 0
-
-
-@pytest.mark.parametrize("option", ["ema", "sam_rho"])
-def test_single_device_options_stop_a_run_on_several_replicas_before_it_trains(option):
-    from dataclasses import fields
-
-    from facelab.errors import FacelabError
-    from facelab.pipeline import train
-
-    assert option in train.SINGLE_DEVICE_OPTIONS
-    cfg = {name: 0.0 for name in train.SINGLE_DEVICE_OPTIONS} | {option: 0.5}
-    job = train.TrainingJob(**{f.name: None for f in fields(train.TrainingJob)} | {"stage": "train_emotion"})
-    with pytest.raises(FacelabError, match=rf"^train_emotion\.{option}: .+ with 2 replicas; set it to 0$"):
-        train._train(job, {"train_emotion": cfg}, Replicas(2))

@@ -13,7 +13,7 @@ import yaml
 from facelab.cli import main
 from facelab.config import flatten, load_params
 from facelab.profiles import applied_params, apply_profile, resolve_profile, set_arguments
-from tests.code.bad_files import NOT_A_MAPPING, write
+from tests.support.bad_files import NOT_A_MAPPING, write
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = sorted((REPO / "profiles").glob("*.yaml"))

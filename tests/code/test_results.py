@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facelab.reports.results import markdown, panel_figure, tables
+from facelab.reports.results import markdown, panel_figure, phase_table, tables
 
 
 def _runs() -> pd.DataFrame:
@@ -80,3 +80,66 @@ def test_markdown_rounds_and_marks_missing_figures():
     assert "| – |" in text  # the candidate's missing test figures
     assert panel_figure("emotion-7") == ("val accuracy", "test accuracy", True)
     assert panel_figure("keypoints")[2] is False
+
+
+def _stage_runs() -> pd.DataFrame:
+    """Stage runs as search_runs gives them, newest first: two that timed their phases, one from before."""
+    return pd.DataFrame(
+        [
+            {
+                "run_id": "bbbbbbbb1234",
+                "start_time": pd.Timestamp("2026-12-03T06:30Z"),
+                "tags.facelab.stage": "evaluate",
+                "metrics.run.wall_minutes": 1.5,
+                "metrics.minutes.load": 0.5,
+                "metrics.minutes.score": 0.75,
+                "metrics.minutes.other": 0.25,
+            },
+            {
+                "run_id": "aaaaaaaa1234",
+                "start_time": pd.Timestamp("2026-12-03T06:00Z"),
+                "tags.facelab.stage": "train_emotion",
+                "params.profile": "quick-emotion-5",
+                "metrics.run.wall_minutes": 25.0,
+                "metrics.minutes.other": 0.5,
+                "metrics.minutes.validate": 2.0,
+                "metrics.minutes.train": 20.0,
+                "metrics.minutes.load": 0.25,
+                "metrics.minutes.checkpoints": 2.25,
+            },
+            {  # before phases were recorded
+                "run_id": "cccccccc1234",
+                "start_time": pd.Timestamp("2026-12-01T06:00Z"),
+                "tags.facelab.stage": "train_emotion",
+                "metrics.run.wall_minutes": 30.0,
+            },
+        ]
+    )
+
+
+def test_phase_table_has_a_row_per_timed_run_oldest_first_and_the_phases_in_running_order():
+    frame = phase_table(_stage_runs())
+    assert list(frame["stage"]) == ["train_emotion", "evaluate"]
+    assert list(frame.columns) == [
+        "date",
+        "stage",
+        "run",
+        "profile",
+        "total",
+        "load",
+        "train",
+        "validate",
+        "checkpoints",
+        "score",
+        "other",
+    ]
+    train = frame.iloc[0]
+    assert (train["run"], train["date"], train["total"], train["train"]) == ("aaaaaaaa", "2026-12-03 06:00", 25.0, 20.0)
+    phases = [c for c in frame.columns if c not in ("date", "stage", "run", "profile", "total")]
+    assert frame[phases].sum(axis=1).tolist() == list(frame["total"])  # these runs' phases add up to their minutes
+    text = markdown({"minutes per phase": frame})
+    assert "| 2026-12-03 06:30 | evaluate | bbbbbbbb | – | 1.500 | 0.500 | – | – | – | 0.750 | 0.250 |" in text
+
+
+def test_phase_table_is_empty_when_no_run_timed_its_phases():
+    assert phase_table(_stage_runs().iloc[[2]].dropna(axis=1)).empty

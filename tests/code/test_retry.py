@@ -97,12 +97,26 @@ def test_an_unreachable_server_ends_with_one_line(monkeypatch, capsys, free_port
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     assert guarded(lambda: store.connect("facelab-test")) == 1
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
+    notice, error = err.strip().splitlines()  # when the wait starts, and the one error line when it ends
+    assert re.fullmatch(
+        rf"facelab: MLflow server http://127\.0\.0\.1:{port} unreachable \(create experiment: .*Connection refused.*"
+        r"\), retrying for up to 2 s",
+        notice,
+    ), err
     assert re.match(
         rf"facelab: error: MLflow server http://127\.0\.0\.1:{port} unreachable after \d+ tries "
         r"in \d+ s \(create experiment\): .*Connection refused",
-        err,
+        error,
     ), err
+
+
+def test_the_retry_lines_never_show_a_password(monkeypatch, capsys, free_port):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:pw-{free_port}-x@127.0.0.1:{free_port}")
+    monkeypatch.setenv("FACELAB_RETRY_BUDGET_S", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert guarded(lambda: store.connect("facelab-test")) == 1
+    err = capsys.readouterr().err
+    assert f"pw-{free_port}-x" not in err and "http://***@127.0.0.1" in err and "retrying for up to 1 s" in err, err
 
 
 @pytest.fixture

@@ -29,12 +29,12 @@ import pytest
 
 from facelab.config import CHECKPOINTS_DIR
 from facelab.sandbox import free_ports, make_project_copy, mlflow_client, run
+from tests.support.workers import WORKER_TIMEOUT_S, check_exit, kill_all, wait_for, worker_env
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_STAGES = ("train_keypoints", "train_emotion")
 MODELS = {"train_keypoints": "facelab-keypoints", "train_emotion": "facelab-emotion"}
-WORKER_TIMEOUT_S = 900  # a worker process's time limit in these tests (2 shared cores: minutes per stage)
 # How far a two-worker run's figures may be from a one-device run with the same global batch (32), learning rate
 # (0.002) and seed. They see the same faces in the same order from the same initial weights; what differs:
 # BatchNormalization normalises each replica's 16 faces by their own statistics (32 faces on one device), the
@@ -94,17 +94,6 @@ def test_two_devices_make_one_run_and_one_registered_version_per_model(two_devic
         assert versions[0].run_id == run_.info.run_id
 
 
-def _worker_env(env: dict, cluster: dict, index: int, tmp) -> dict:
-    """The environment of worker ``index``: its TF_CONFIG, and its own TMPDIR (to see its folder removed)."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    return {
-        **env,
-        "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        "TMPDIR": str(tmp),
-        "FACELAB_WORKER_TIMEOUT": "300",
-    }
-
-
 def _start_workers(clones, env, stage: str, tmp, chief_cmd=None) -> list[subprocess.Popen]:
     """One worker per clone (worker 0, the chief, in ``clones[0]``: ``chief_cmd``, else the stage script)."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(len(clones))]}
@@ -118,29 +107,10 @@ def _start_workers(clones, env, stage: str, tmp, chief_cmd=None) -> list[subproc
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**_worker_env(env, cluster, i, tmp / f"worker{i}"), "PYTHONPATH": str(clone / "src")},
+            env={**worker_env(env, cluster, i, tmp / f"worker{i}"), "PYTHONPATH": str(clone / "src")},
         )
         for i, (clone, command) in enumerate(zip(clones, commands))
     ]
-
-
-def _wait(workers: list[subprocess.Popen], timeout: float = WORKER_TIMEOUT_S) -> list[str]:
-    try:
-        return [worker.communicate(timeout=timeout)[0] for worker in workers]
-    finally:
-        _kill(workers)
-
-
-def _kill(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
-
-
-def _check_exit(workers, outputs) -> None:
-    codes = [worker.returncode for worker in workers]
-    assert codes == [0] * len(workers), f"workers exited {codes}:\n" + "\n---\n".join(o[-4000:] for o in outputs)
 
 
 def _clone_with_data(source, dest, overrides: dict | None = None):
@@ -175,8 +145,8 @@ def two_workers(tmp_path_factory):
     outputs = {}
     for stage in TRAIN_STAGES:
         workers = _start_workers([chief, other], env, stage, root / "tmp", chief_cmd=["dvc", "repro", stage])
-        outputs[stage] = _wait(workers)
-        _check_exit(workers, outputs[stage])
+        outputs[stage] = wait_for(workers)
+        check_exit(workers, outputs[stage])
     params = json.loads(run([sys.executable, "-c", _PRINT_PARAMS], chief, env).stdout)
     one_device = {
         stage: {"batch_size": 2 * params[stage]["batch_size"], "lr": 2 * params[stage]["lr"]} for stage in TRAIN_STAGES
@@ -259,9 +229,9 @@ def test_two_workers_resume_after_a_worker_is_killed(tmp_path, project_copy):
     try:
         _read_until(workers[0], f"[{stage}] epoch 1/3", WORKER_TIMEOUT_S)  # epoch 1 backed up
         workers[1].kill()  # in epoch 2
-        first = _wait(workers, timeout=300)
+        first = wait_for(workers, timeout=300)
     finally:
-        _kill(workers)
+        kill_all(workers)
     assert workers[0].returncode == 1, first[0][-3000:]
     assert "facelab: error: a worker of the cluster stopped in epoch" in first[0], first[0][-3000:]
     assert [r.info.status for r in _train_runs(path, stage)] == ["FAILED"]
@@ -271,14 +241,14 @@ def test_two_workers_resume_after_a_worker_is_killed(tmp_path, project_copy):
     apart, _ = _clone_with_data(path, tmp_path / "apart")
     shutil.copy2(path / "params.yaml", apart / "params.yaml")
     workers = _start_workers([path, apart], env, stage, tmp_path / "tmp")
-    outputs = _wait(workers)
+    outputs = wait_for(workers)
     assert [w.returncode for w in workers] == [1, 1], outputs
     for output in outputs:
         assert "facelab: error: the workers resume from different epochs (0, 1)" in output, output[-3000:]
 
     workers = _start_workers([path, path], env, stage, tmp_path / "tmp")
-    second = _wait(workers)
-    _check_exit(workers, second)
+    second = wait_for(workers)
+    check_exit(workers, second)
     assert f"[{stage}] epoch 1/3" not in second[0]  # resumed after epoch 1
     assert f"[{stage}] epoch 2/3" in second[0] and f"[{stage}] epoch 3/3" in second[0]
     runs = _train_runs(path, stage)
@@ -310,7 +280,7 @@ def test_two_workers_wait_for_a_missing_worker_then_stop_with_one_line(tmp_path,
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env={**_worker_env(env, cluster, index, tmp_path / f"tmp{index}"), "FACELAB_WORKER_TIMEOUT": "20"},
+                env={**worker_env(env, cluster, index, tmp_path / f"tmp{index}"), "FACELAB_WORKER_TIMEOUT": "20"},
             )
         )
     started = time.monotonic()

@@ -96,6 +96,50 @@ def test_training_runs_hold_what_the_results_table_needs(project):
     assert real_only.returncode == 1 and "no finished training run on real data" in real_only.stderr
 
 
+# the phases each stage times (facelab.tracking.provenance.phase), besides "other" (the run's time in none)
+STAGE_PHASES = {
+    "prepare": {"load", "save", "pictures", "log"},
+    "augment": {"load", "augment", "save", "pictures", "log"},
+    "train_keypoints": {"load", "build", "train", "validate", "checkpoints", "score", "save", "register", "log"},
+    "evaluate": {"load", "score", "save", "pictures", "register", "log"},
+    "combine": {"load", "predict", "pictures", "save", "register", "log"},
+}
+STAGE_PHASES["train_emotion"] = STAGE_PHASES["train_keypoints"] | {"recompute_batchnorm"}  # the tiny profile's
+
+
+def test_every_stage_run_records_where_its_minutes_went(project):
+    """Each stage run has minutes.<phase> for the phases it ran (adding up to its wall minutes), a training run
+    its epochs' training and validation minutes; `facelab results --phases` prints them and writes them with --out.
+    """
+    path, env, _ = project
+    client = mlflow_client(path)
+    runs = client.search_runs([client.get_experiment_by_name("facelab").experiment_id])
+    by_stage = {r.info.run_name: r for r in runs}
+    for stage, phases in STAGE_PHASES.items():
+        metrics = by_stage[stage].data.metrics
+        recorded = {name.removeprefix("minutes.") for name in metrics if name.startswith("minutes.")}
+        assert recorded == phases | {"other"}, stage
+        total = sum(metrics[f"minutes.{name}"] for name in recorded)
+        assert total == pytest.approx(metrics["run.wall_minutes"], abs=0.01), stage  # each rounded to 0.001
+    for stage in ("train_keypoints", "train_emotion"):
+        run_id = by_stage[stage].info.run_id
+        assert by_stage[stage].data.metrics["minutes.train"] > 0
+        for name in ("epoch.train_minutes", "epoch.val_minutes"):
+            assert [m.step for m in client.get_metric_history(run_id, name)] == [1, 2], name  # one per epoch
+    for name in ("minutes.train", "epoch.train_minutes"):  # MLflow only: no timing in the DVC-tracked outputs
+        for tracked in (*path.glob("metrics/*.json"), *path.glob("plots/*.csv")):
+            assert name not in tracked.read_text(), tracked
+
+    out = run(["facelab", "results", "--all", "--phases", "--out", "results-phases"], path, env).stdout
+    assert "### minutes per phase" in out
+    header = next(line for line in out.splitlines() if line.startswith("| date | stage | run |"))
+    assert "| load |" in header and "| validate |" in header and "| recompute_batchnorm |" in header
+    for stage in STAGE_PHASES:
+        assert f"| {stage} | {by_stage[stage].info.run_id[:8]} |" in out, stage
+    assert (path / "results-phases/results.md").read_text() in out
+    assert "minutes per phase" not in run(["facelab", "results", "--all"], path, env).stdout  # only when asked
+
+
 def test_the_served_analyser_reproduces_evaluate_s_figures(project, monkeypatch):
     """What is served is what was scored: the registered pyfunc's FaceAnalyzer, loaded through MLflow,
     gives on the test faces exactly the figures evaluate wrote (the TTA is inside the models)."""

@@ -9,7 +9,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from facelab.nn import training  # noqa: E402
-from tests.model.interruption import Interrupt, StopAfter  # noqa: E402
+from tests.support.interruption import Interrupt, StopAfter  # noqa: E402
 from tests.support.networks import batchnorm_network  # noqa: E402
 
 RNG = np.random.default_rng(0)

@@ -60,7 +60,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras BackupAndRestore (weights, optimizer state and epoch) whose files are never half-written.
 
     Each epoch's weights are saved by ``save_epoch_weights``: a crash at any moment leaves
-    ``state.json`` naming a complete weights file of the epoch it records.
+    ``state.json`` naming a complete weights file of the epoch it records. That file (Keras's ``save_weights``)
+    holds the optimizer's variables too: its step counter (the learning-rate schedule's step) and every moment;
+    the optimizer is built before they are loaded, else Keras skips them with a warning. Where the batches
+    resume is ``training.fit``'s part (``epochs_done``).
     """
 
     STATE = "state.json"
@@ -82,6 +85,11 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _save_model(self):
         self.saved = (self._current_epoch, save_epoch_weights(self.model, self.folder, "epoch", self._current_epoch))
+
+    def epochs_done(self) -> int:
+        """The finished epochs the backup holds, which a fit resumes after: 0 when there is no backup."""
+        state_path = self.folder / self.STATE
+        return json.loads(state_path.read_text())["epoch"] if state_path.exists() else 0
 
 
 def save_epoch_weights(model: keras.Model, folder: Path, prefix: str, epoch: int) -> Path:
@@ -108,7 +116,10 @@ class WeightAverage(keras.callbacks.Callback):
     ``AtomicBackupAndRestore.saved`` does, for ``BestWeights``; a run resumed from ``backup`` at that
     epoch resumes the average too. Keras' own ``use_ema`` averages only the trainable weights: the
     averaged convolutions met the raw network's BatchNorm statistics, and a 10-epoch emotion proxy
-    validated at 0.516 against 0.612 without it (docs/results.md).
+    validated at 0.516 against 0.612 without it (docs/results.md). Under several replicas the average follows the
+    weights as this process's first replica holds them (trainable weights are the same on every replica; BatchNorm
+    statistics are that replica's, as in the saved model) and is swapped in on every replica; the raw weights go
+    back as that replica held them (tests/model/test_replicas.py).
     """
 
     def __init__(self, momentum: float, folder: Path, backup: AtomicBackupAndRestore):

@@ -313,16 +313,21 @@ def fit_replicated(
     under ``strategy.run``, so losses, gradients (summed across the replicas by the optimizer) and metrics are
     Keras's; an epoch's logs are the metrics read across the workers. The callbacks see what ``fit`` gives
     them: train begin (where a backup restores the epoch to resume from, ``model._initial_epoch``), epoch and
-    batch begin/end, test begin/end around validation, ``val_``-prefixed logs, ``model.stop_training``.
+    batch begin/end, test begin/end around validation, ``val_``-prefixed logs, ``model.stop_training``; a step a
+    callback puts in place at an epoch's start (``sam.SharpnessAware``) is traced then, as ``make_train_function``
+    would.
     """
     strategy = model.distribute_strategy
     build_before_fit(model, train_ds.element_spec, strategy)
     train_batches = iter(strategy.experimental_distribute_dataset(train_ds.repeat()))
     val_batches = strategy.experimental_distribute_dataset(val_ds)
 
-    @tf.function
-    def train_step(iterator):
-        strategy.run(model.train_step, args=(next(iterator),))
+    def traced(step):
+        @tf.function
+        def train_step(iterator):
+            strategy.run(step, args=(next(iterator),))
+
+        return train_step
 
     @tf.function(reduce_retracing=True)
     def test_step(batch):
@@ -342,10 +347,14 @@ def fit_replicated(
             f"chief's checkpoint folder ({CHECKPOINTS_DIR}, a shared file system), or set resume: false"
         )
     logs: dict = {}
+    stepping = train_step = None
     for epoch in range(first, epochs):
         try:
             model.reset_metrics()
             listed.on_epoch_begin(epoch)
+            if model.train_step != stepping:  # the first epoch, or a callback changed the step (SharpnessAware)
+                stepping = model.train_step
+                train_step = traced(stepping)
             for step in range(steps_per_epoch):
                 listed.on_train_batch_begin(step)
                 train_step(train_batches)

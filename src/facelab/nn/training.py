@@ -158,8 +158,11 @@ def fit(
     one iterator for the whole run: with a new iterator every epoch (Keras's way with a finite
     dataset) epochs 2-6 of the emotion recipe ran at 130-227 img/s on 1.1-1.9 cores, against
     239-254 img/s on 1.9 cores with one iterator (``benchmarks/bench_iterator.py``).
-    ``folder`` holds the resumable state: ``backup/`` (last epoch), ``best.weights.h5`` and
-    ``history.csv`` (all epochs, across resumes).
+    ``folder`` holds the resumable state: ``backup/`` (last epoch: weights and optimizer state),
+    ``best.weights.h5`` and ``history.csv`` (all epochs, across resumes). A resumed run first skips the batches of
+    the epochs it finished, so that it trains on what an uninterrupted run would (the same shuffles and random
+    draws) and ends with its weights and optimizer state (tests/model/test_resume.py); skipping k epochs makes
+    their batches again, augmentation included (not trained on: a fraction of the epochs' time).
     ``average_momentum`` > 0: a moving average of the weights (``WeightAverage``) is what each epoch
     validates and what is kept and returned.
     ``sam_rho`` > 0: sharpness-aware steps of that radius (``facelab.nn.sam``) in the last ``sam_epochs``
@@ -173,6 +176,8 @@ def fit(
     best_path = folder / "best.weights.h5"
     progress = ProgressWithEta(epochs, images_per_epoch, label, show_progress)
     backup = AtomicBackupAndRestore(folder / "backup")
+    if done := backup.epochs_done():  # resumed: the finished epochs' batches (shuffles, random draws) are skipped
+        train_ds = train_ds.repeat().skip(done * steps_per_epoch)
     kept = [backup]  # the callback whose epoch-end weights file BestWeights keeps
     if average_momentum:
         kept.append(WeightAverage(average_momentum, folder / "average", backup))

@@ -27,6 +27,7 @@ from facelab.reports import pictures
 from facelab.serve.keras_runtime import FaceAnalyzer
 from facelab.serve.pyfunc import fetch_versions, log_and_register_analyzer
 from facelab.tracking import store
+from facelab.tracking.provenance import phase
 
 STAGE = "combine"
 
@@ -53,24 +54,30 @@ def run(params: dict) -> list[dict]:
         store.stage_run(STAGE, {"combine": cfg}, names["experiment"]),
         tempfile.TemporaryDirectory(prefix="facelab-champions-") as tmp,
     ):
-        model_names, versions = read_champions(files["champions"])
-        champions = fetch_versions(model_names, versions, Path(tmp), source=str(files["champions"]))
-        analyzer = FaceAnalyzer.from_champions(champions)
-        faces = artifacts.load_split(files["keypoints_test"])["images"][: cfg["faces"]]
-        records = analyzer.analyse(faces)
+        with phase("load"):  # the champion versions downloaded and loaded, the test faces
+            model_names, versions = read_champions(files["champions"])
+            champions = fetch_versions(model_names, versions, Path(tmp), source=str(files["champions"]))
+            analyzer = FaceAnalyzer.from_champions(champions)
+            faces = artifacts.load_split(files["keypoints_test"])["images"][: cfg["faces"]]
+        with phase("predict"):
+            records = analyzer.analyse(faces)
         for index, record in enumerate(records):
             record["face"] = index
         points = np.array([[c for name in KEYPOINT_NAMES for c in r["keypoints"][name]] for r in records])
-        pictures.face_grid(
-            reports / "faces.png",
-            faces,
-            predicted=points,
-            columns=cfg["columns"],
-            titles=[f"{r['emotion']} {r['probability']:.2f}" for r in records],
-            suptitle="champion models: predicted keypoints and emotion",
-        )
-        write_json(reports / "predictions.json", {"champion_versions": champions.versions, "faces": records})
-        store.log_params({"champion_version": champions.versions})
-        store.log_artifacts(reports / "faces.png", reports / "predictions.json", folder=STAGE)
-        log_and_register_analyzer(champions, names["analyzer_model"])  # the same two versions, one served model
+        with phase("pictures"):
+            pictures.face_grid(
+                reports / "faces.png",
+                faces,
+                predicted=points,
+                columns=cfg["columns"],
+                titles=[f"{r['emotion']} {r['probability']:.2f}" for r in records],
+                suptitle="champion models: predicted keypoints and emotion",
+            )
+        with phase("save"):
+            write_json(reports / "predictions.json", {"champion_versions": champions.versions, "faces": records})
+        with phase("log"):
+            store.log_params({"champion_version": champions.versions})
+            store.log_artifacts(reports / "faces.png", reports / "predictions.json", folder=STAGE)
+        with phase("register"):  # the same two versions, one served model
+            log_and_register_analyzer(champions, names["analyzer_model"])
     return records

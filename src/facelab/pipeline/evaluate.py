@@ -34,6 +34,7 @@ from facelab.reports.scoring import (
     mean_keypoints_baseline,
 )
 from facelab.tracking import champions, registry, store
+from facelab.tracking.provenance import phase
 
 STAGE = "evaluate"
 # The test figures logged on each model's training run as test.<name> (facelab results reads them there).
@@ -109,46 +110,53 @@ def run(params: dict) -> dict:
     files = artifacts.stage_files(STAGE)
     reports = REPORTS_DIR / STAGE
     with store.stage_run(STAGE, {"evaluate": cfg}, names["experiment"]):
-        kp_model = inference.load_model(files["keypoints_model"])
-        em_model = inference.load_model(files["emotion_model"])
-        kp_test, em_test = artifacts.load_split(files["keypoints_test"]), artifacts.load_split(files["emotion_test"])
-        kp_result, kp_pred = evaluate_keypoints(kp_model, kp_test, artifacts.load_split(files["keypoints_train"]))
-        em_result, em_pred, confusion = evaluate_emotion(
-            em_model, em_test, artifacts.load_split(files["emotion_train"])
-        )
+        with phase("load"):
+            kp_model = inference.load_model(files["keypoints_model"])
+            em_model = inference.load_model(files["emotion_model"])
+            kp_test, kp_train = (artifacts.load_split(files[f"keypoints_{split}"]) for split in ("test", "train"))
+            em_test, em_train = (artifacts.load_split(files[f"emotion_{split}"]) for split in ("test", "train"))
+        with phase("score"):  # the models' predictions on the test faces and their figures
+            kp_result, kp_pred = evaluate_keypoints(kp_model, kp_test, kp_train)
+            em_result, em_pred, confusion = evaluate_emotion(em_model, em_test, em_train)
         classes = [str(c) for c in em_test["classes"]]
         metrics = {
             "keypoints": kp_result,
             "emotion": em_result,
             "precision": {"keypoints": inference.precision(kp_model), "emotion": inference.precision(em_model)},
         }
-        write_json(METRICS_DIR / "evaluate.json", metrics)
-
-        frame = pd.DataFrame({"actual": np.array(classes)[em_test["labels"]], "predicted": np.array(classes)[em_pred]})
-        with atomic_path(PLOTS_DIR / "emotion_predictions.csv", suffix=".csv") as tmp:
-            frame.to_csv(tmp, index=False)
-        pictures.confusion_png(
-            reports / "confusion.png",
-            confusion,
-            classes,
-            f"emotion on the test set: weighted F1 {em_result['f1_weighted']:.3f}, "
-            f"accuracy {em_result['accuracy']:.3f}",
-        )
-        write_json(reports / "confusion.json", {"classes": classes, "matrix": confusion})
+        with phase("save"):
+            write_json(METRICS_DIR / "evaluate.json", metrics)
+            frame = pd.DataFrame(
+                {"actual": np.array(classes)[em_test["labels"]], "predicted": np.array(classes)[em_pred]}
+            )
+            with atomic_path(PLOTS_DIR / "emotion_predictions.csv", suffix=".csv") as tmp:
+                frame.to_csv(tmp, index=False)
+        with phase("pictures"):
+            pictures.confusion_png(
+                reports / "confusion.png",
+                confusion,
+                classes,
+                f"emotion on the test set: weighted F1 {em_result['f1_weighted']:.3f}, "
+                f"accuracy {em_result['accuracy']:.3f}",
+            )
+        with phase("save"):
+            write_json(reports / "confusion.json", {"classes": classes, "matrix": confusion})
         shown = min(16, len(kp_test["images"]))
-        pictures.face_grid(
-            reports / "keypoints_test.png",
-            kp_test["images"][:shown],
-            keypoints=kp_test["keypoints"][:shown],
-            predicted=kp_pred[:shown],
-            columns=4,
-            suptitle=f"test faces: true (green) vs predicted (red), RMSE {kp_result['rmse_px']:.2f} px",
-        )
+        with phase("pictures"):
+            pictures.face_grid(
+                reports / "keypoints_test.png",
+                kp_test["images"][:shown],
+                keypoints=kp_test["keypoints"][:shown],
+                predicted=kp_pred[:shown],
+                columns=4,
+                suptitle=f"test faces: true (green) vs predicted (red), RMSE {kp_result['rmse_px']:.2f} px",
+            )
 
-        store.log_metrics(
-            {"keypoints": dict(kp_result), "emotion": {k: v for k, v in em_result.items() if k != "per_class"}}
-        )
-        store.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder=STAGE)
+        with phase("log"):
+            store.log_metrics(
+                {"keypoints": dict(kp_result), "emotion": {k: v for k, v in em_result.items() if k != "per_class"}}
+            )
+            store.log_artifacts(METRICS_DIR / "evaluate.json", reports, folder=STAGE)
 
         decisions, chosen = [], {}
         queued = in_queued_experiment()
@@ -159,32 +167,37 @@ def run(params: dict) -> dict:
             name = names[f"{task}_model"]
             task_tags = test_set_tags(task, test, model)
             targets = test["keypoints"] if task == "keypoints" else test["labels"]
-            store.log_dataset(
-                f"{task}_test",
-                test["images"],
-                targets,
-                "test",
-                str(files[f"{task}_test"]),
-                task_tags[champions.TEST_SET_TAG],
-            )
-            found = registered_version(name, files[f"{task}_model"])
+            with phase("log"):
+                store.log_dataset(
+                    f"{task}_test",
+                    test["images"],
+                    targets,
+                    "test",
+                    str(files[f"{task}_test"]),
+                    task_tags[champions.TEST_SET_TAG],
+                )
+            with phase("register"):
+                found = registered_version(name, files[f"{task}_model"])
             # the test figures on the model's training run too, so one run holds what the results table needs
             if found.run_id:
-                store.log_run_metrics(found.run_id, test_figures(task, metrics[task]))
-                store.set_tags({f"facelab.{task}_training_run": found.run_id})
-            decision = champions.promote(
-                name,
-                int(found.version),
-                metric,
-                _lookup(metrics, metric),
-                METRIC_DIRECTIONS[metric],
-                task_tags,
-                queued=queued,
-            )
+                with phase("log"):
+                    store.log_run_metrics(found.run_id, test_figures(task, metrics[task]))
+                    store.set_tags({f"facelab.{task}_training_run": found.run_id})
+            with phase("register"):
+                decision = champions.promote(
+                    name,
+                    int(found.version),
+                    metric,
+                    _lookup(metrics, metric),
+                    METRIC_DIRECTIONS[metric],
+                    task_tags,
+                    queued=queued,
+                )
             decisions.append(decision)
             chosen[task] = {"name": name, "version": decision["champion"]}
-        write_json(reports / "champion.json", decisions)
-        write_json(artifacts.CHAMPIONS_FILE, chosen)
+        with phase("save"):
+            write_json(reports / "champion.json", decisions)
+            write_json(artifacts.CHAMPIONS_FILE, chosen)
         for decision in decisions:
             verb = "is now" if decision["promoted"] else "stays out of"
             print(

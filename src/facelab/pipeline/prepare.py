@@ -22,6 +22,7 @@ from facelab.errors import FacelabError
 from facelab.formats import FER_USAGE_TEST, FER_USAGE_TRAIN, FER_USAGE_VAL, fer_label_id
 from facelab.reports import pictures
 from facelab.tracking import store
+from facelab.tracking.provenance import phase
 
 SYNTHETIC_KEYPOINTS_CSV = RAW_DIR / "synthetic-keypoints.csv"
 SYNTHETIC_FER_CSV = RAW_DIR / "synthetic-fer2013.csv"
@@ -149,20 +150,22 @@ def run(params: dict) -> dict:
     classes = list(data_cfg["emotion"]["classes"])
     logged = {"seed": seed, "data": data_cfg, "synthetic": params["synthetic"]}
     with store.stage_run("prepare", logged, params["tracking"]["experiment"]):
-        keypoints = split_keypoints(data_cfg["keypoints"], seed, params["synthetic"]["keypoint_faces"])
-        emotion = split_emotion(data_cfg["emotion"], seed, params["synthetic"]["emotion_faces"])
-        for split in SPLITS:
-            save_split(
-                split_path("keypoints", split),
-                images=keypoints[split].images,
-                keypoints=keypoints[split].keypoints.astype(np.float32),
-            )
-            save_split(
-                split_path("emotion", split),
-                images=emotion[split].images,
-                labels=emotion[split].labels.astype(np.int64),
-                classes=np.array(classes),
-            )
+        with phase("load"):  # reading (or drawing) the faces and splitting them
+            keypoints = split_keypoints(data_cfg["keypoints"], seed, params["synthetic"]["keypoint_faces"])
+            emotion = split_emotion(data_cfg["emotion"], seed, params["synthetic"]["emotion_faces"])
+        with phase("save"):
+            for split in SPLITS:
+                save_split(
+                    split_path("keypoints", split),
+                    images=keypoints[split].images,
+                    keypoints=keypoints[split].keypoints.astype(np.float32),
+                )
+                save_split(
+                    split_path("emotion", split),
+                    images=emotion[split].images,
+                    labels=emotion[split].labels.astype(np.int64),
+                    classes=np.array(classes),
+                )
         summary = {
             "keypoints": {split: len(keypoints[split].images) for split in SPLITS},
             "emotion": {split: len(emotion[split].images) for split in SPLITS},
@@ -172,17 +175,20 @@ def run(params: dict) -> dict:
         }
         reports = REPORTS_DIR / "prepare"
         sample = keypoints["train"]
-        pictures.face_grid(
-            reports / "keypoint_samples.png",
-            sample.images[:16],
-            keypoints=sample.keypoints[:16],
-            columns=4,
-            suptitle="training faces with their keypoints",
-        )
-        pictures.emotion_samples(
-            reports / "emotion_samples.png", emotion["train"].images, emotion["train"].labels, classes
-        )
-        write_json(METRICS_DIR / "prepare.json", summary)
-        store.log_metrics(summary)
-        store.log_artifacts(reports / "keypoint_samples.png", reports / "emotion_samples.png", folder="prepare")
+        with phase("pictures"):
+            pictures.face_grid(
+                reports / "keypoint_samples.png",
+                sample.images[:16],
+                keypoints=sample.keypoints[:16],
+                columns=4,
+                suptitle="training faces with their keypoints",
+            )
+            pictures.emotion_samples(
+                reports / "emotion_samples.png", emotion["train"].images, emotion["train"].labels, classes
+            )
+        with phase("save"):
+            write_json(METRICS_DIR / "prepare.json", summary)
+        with phase("log"):
+            store.log_metrics(summary)
+            store.log_artifacts(reports / "keypoint_samples.png", reports / "emotion_samples.png", folder="prepare")
     return summary

@@ -8,8 +8,9 @@ serves), writes it to ``models/``, the per-epoch history to ``plots/`` and train
 figures of the saved model as evaluate scores it (``served_val_*``), and logs and registers
 the model in MLflow (alias ``candidate``, tag ``facelab.model_md5`` = the file's md5).
 Under several devices or workers (``facelab.nn.distributed``) the model is built and compiled in the strategy's
-scope, a step takes ``batch_size`` faces on every replica with the learning rate scaled to match, and
-only the chief writes files, MLflow runs and registry versions.
+scope, a step takes ``batch_size`` faces on every replica with the learning rate scaled to match (sharpness-aware
+steps and the weight average too: ``facelab.nn.sam``, ``callbacks.WeightAverage``), and only the chief writes files,
+MLflow runs and registry versions.
 
 Both stages share their set-up (``_training_stage``: strategy, seed, splits, the MLflow run with its
 parameters and data sets, precision) and their training (``_train`` runs a ``TrainingJob``); each
@@ -40,14 +41,12 @@ from facelab.nn import distributed, inference, input_pipeline, precision, traini
 from facelab.nn.keras_files import save_model
 from facelab.nn.resnet import build_emotion_model_from, build_keypoint_model_from
 from facelab.reports.scoring import emotion_scores, keypoint_rmse
-from facelab.tracking import registry, store
+from facelab.tracking import provenance, registry, store
+from facelab.tracking.provenance import phase
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-# train_<task> options that work on one device only (their custom steps and weight copies are not
-# distributed): option -> what it is, for the error under several replicas
-SINGLE_DEVICE_OPTIONS = {"ema": "the weight average is", "sam_rho": "sharpness-aware steps are"}
 # The training run's tag naming the faces it learnt from: "synthetic" or the data file's name.
 DATA_TAG = "facelab.data"
 
@@ -75,18 +74,20 @@ def log_split(name: str, path: Path, split: dict[str, np.ndarray], context: str)
 
 
 @contextlib.contextmanager
-def _stage_run(stage: str, logged: dict, params: dict, chief: bool, splits: dict):
+def _stage_run(stage: str, logged: dict, params: dict, chief: bool, splits: dict, phases: provenance.PhaseTimer):
     """The stage's MLflow run with its data sets on the chief; nothing on the other workers of a multi-worker run.
 
-    ``splits``: name -> (path, arrays, MLflow context) of the data sets the stage trains on.
+    ``splits``: name -> (path, arrays, MLflow context) of the data sets the stage trains on; ``phases``: the
+    stage's timer, started before it loaded them.
     """
     if not chief:
         yield
         return
-    with store.stage_run(stage, logged, params["tracking"]["experiment"]):
-        store.set_tags({DATA_TAG: data_label(params["data"][stage.split("_", 1)[1]])})
-        for name, (path, split, context) in splits.items():
-            log_split(name, path, split, context)
+    with store.stage_run(stage, logged, params["tracking"]["experiment"], phases):
+        with phase("log"):
+            store.set_tags({DATA_TAG: data_label(params["data"][stage.split("_", 1)[1]])})
+            for name, (path, split, context) in splits.items():
+                log_split(name, path, split, context)
         yield
 
 
@@ -148,9 +149,12 @@ class TrainingSetup:
         return self.params[self.stage]
 
     def datasets(self, targets: tuple[np.ndarray, np.ndarray], **train_options):
-        """(train, val) datasets of the two splits' images with ``targets`` (``_datasets``)."""
+        """(train, val) datasets of the two splits' images with ``targets`` (``_datasets``), in the "load" phase."""
         images = (self.train["images"], self.val["images"])
-        return _datasets(self.strategy, images, targets, self.cfg["batch_size"], self.params["seed"], **train_options)
+        with phase("load"):
+            return _datasets(
+                self.strategy, images, targets, self.cfg["batch_size"], self.params["seed"], **train_options
+            )
 
     def job(
         self,
@@ -184,8 +188,10 @@ class TrainingSetup:
 
     def finish(self, summary: dict) -> dict:
         """Write ``metrics/<stage>.json`` and log its numbers as ``final.*`` MLflow metrics (chief only)."""
-        write_json(METRICS_DIR / f"{self.stage}.json", summary)
-        store.log_metrics({f"final.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+        with phase("save"):
+            write_json(METRICS_DIR / f"{self.stage}.json", summary)
+        with phase("log"):
+            store.log_metrics({f"final.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
         return summary
 
 
@@ -201,14 +207,16 @@ def _training_stage(stage: str, params: dict, logged_data: Callable[[dict, dict]
     chief = distributed.is_chief(strategy)
     keras.utils.set_random_seed(seed)
     files = artifacts.stage_files(stage)
-    train = artifacts.load_split(files[f"{task}_train"])
-    val = artifacts.load_split(files[f"{task}_val"])
+    phases = provenance.start_phases()  # the stage's minutes count from here (the run's wall minutes too)
+    with phase("load"):
+        train = artifacts.load_split(files[f"{task}_train"])
+        val = artifacts.load_split(files[f"{task}_val"])
     logged = {"profile": params["profile"], "seed": seed, stage: params[stage], **logged_data(params, train)}
     splits = {
         f"{task}_train": (files[f"{task}_train"], train, "training"),
         f"{task}_val": (files[f"{task}_val"], val, "validation"),
     }
-    with _stage_run(stage, logged, params, chief, splits):
+    with _stage_run(stage, logged, params, chief, splits, phases):
         policy = precision.set_precision(params[stage]["precision"])
         example = val["images"][:2, :, :, None].astype(np.float32)
         yield TrainingSetup(stage, params, strategy, chief, train, val, policy, example)
@@ -219,20 +227,13 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
     for ``metrics/<stage>.json`` and the per-epoch history; (the trained network, {}, None) on other workers."""
     stage = job.stage
     cfg = params[stage]
-    if strategy.num_replicas_in_sync > 1:
-        for option, what in SINGLE_DEVICE_OPTIONS.items():
-            if cfg[option]:
-                raise FacelabError(
-                    f"{stage}.{option}: {what} not yet supported with {strategy.num_replicas_in_sync} replicas; "
-                    "set it to 0"
-                )
     chief = distributed.is_chief(strategy)
     n_train = len(job.train_images)
     batch = distributed.global_batch_size(cfg["batch_size"], strategy)
     per_epoch = input_pipeline.images_per_epoch(n_train, batch)
     steps_per_epoch = max(1, per_epoch // batch)
     lr = distributed.scaled_learning_rate(cfg["lr"], strategy)
-    with strategy.scope():
+    with strategy.scope(), phase("build"):
         job.model.compile(
             optimizer=training.make_optimizer(
                 lr,
@@ -246,7 +247,8 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
             metrics=job.metrics,
         )
     if chief:
-        store.log_params({"devices": {**distributed.describe(strategy), "global_batch_size": batch, "lr": lr}})
+        with phase("log"):
+            store.log_params({"devices": {**distributed.describe(strategy), "global_batch_size": batch, "lr": lr}})
         if strategy.num_replicas_in_sync > 1:
             print(
                 f"[{stage}] {distributed.describe(strategy)['strategy']}: {strategy.num_replicas_in_sync} replicas, "
@@ -256,33 +258,39 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
     folder = distributed.worker_folder(training.run_folder(stage, {"params": params, "n_train": n_train}), chief)
     started = time.perf_counter()
     try:
-        best, history, progress = training.fit(
-            job.model,
-            job.train_ds,
-            job.val_ds,
-            epochs=cfg["epochs"],
-            steps_per_epoch=steps_per_epoch,
-            images_per_epoch=per_epoch,
-            folder=folder,
-            resume=cfg["resume"],
-            label=stage,
-            early_stopping_patience=cfg["early_stopping_patience"],
-            average_momentum=cfg["ema"],
-            sam_rho=cfg["sam_rho"],
-            sam_epochs=cfg["sam_epochs"],
-            callbacks=[store.epoch_logger()] if chief else [],
-            show_progress=chief,
-        )
+        # epoch_timer adds each epoch's training and validation to their phases: "checkpoints" is the rest of
+        # fit (restoring and saving its state every epoch, loading the best weights)
+        with phase("checkpoints"):
+            best, history, progress = training.fit(
+                job.model,
+                job.train_ds,
+                job.val_ds,
+                epochs=cfg["epochs"],
+                steps_per_epoch=steps_per_epoch,
+                images_per_epoch=per_epoch,
+                folder=folder,
+                resume=cfg["resume"],
+                label=stage,
+                early_stopping_patience=cfg["early_stopping_patience"],
+                average_momentum=cfg["ema"],
+                sam_rho=cfg["sam_rho"],
+                sam_epochs=cfg["sam_epochs"],
+                callbacks=[store.epoch_logger(), provenance.epoch_timer(store.log_metrics)] if chief else [],
+                show_progress=chief,
+            )
     finally:
         distributed.release_worker_folder(folder, chief)
     if not chief:
         return best, {}, None
     seconds = time.perf_counter() - started
     if cfg["recompute_batchnorm"]:
-        best = training.recompute_batchnorm(best, job.train_images, cfg["batch_size"], params["seed"])
-    served = tta.wrap(best, stage.split("_", 1)[1], **cfg["tta"])
-    save_model(served, job.model_path)
-    frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
+        with phase("recompute_batchnorm"):
+            best = training.recompute_batchnorm(best, job.train_images, cfg["batch_size"], params["seed"])
+    with phase("build"):
+        served = tta.wrap(best, stage.split("_", 1)[1], **cfg["tta"])
+    with phase("save"):
+        save_model(served, job.model_path)
+        frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
     best_row = frame.loc[frame["val_loss"].idxmin()]
     summary = {
         "best_epoch": int(best_row["epoch"]),
@@ -291,23 +299,27 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
         "precision": job.policy,
     }
     # Timings differ on every run: MLflow only, never the git-tracked metrics.
-    store.log_metrics(
-        {
-            "final.train_seconds": round(seconds, 1),
-            "final.images_per_second": round(float(np.median(progress.images_per_second)), 1),
-        }
-    )
+    with phase("log"):
+        store.log_metrics(
+            {
+                "final.train_seconds": round(seconds, 1),
+                "final.images_per_second": round(float(np.median(progress.images_per_second)), 1),
+            }
+        )
     averaged = f"; test-time averaging: flip {cfg['tta']['flip']}, shift {cfg['tta']['shift_px']} px"
-    registry.log_and_register_keras(
-        served,
-        job.registered_name,
-        job.input_example,
-        job.description + averaged,
-        job.tags,
-        model_md5=artifacts.file_md5(job.model_path),
-    )
-    store.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
-    training.finish_run(folder)
+    with phase("register"):
+        registry.log_and_register_keras(
+            served,
+            job.registered_name,
+            job.input_example,
+            job.description + averaged,
+            job.tags,
+            model_md5=artifacts.file_md5(job.model_path),
+        )
+    with phase("log"):
+        store.log_artifacts(PLOTS_DIR / f"{stage}_history.csv", folder=stage)
+    with phase("checkpoints"):
+        training.finish_run(folder)
     return served, summary, frame
 
 
@@ -319,7 +331,7 @@ def _keypoint_data(params: dict, train: dict) -> dict:
 def run_keypoints(params: dict) -> dict:
     with _training_stage("train_keypoints", params, _keypoint_data) as setup:
         cfg, train, val = setup.cfg, setup.train, setup.val
-        with setup.strategy.scope():
+        with setup.strategy.scope(), phase("build"):
             model = build_keypoint_model_from(cfg, KEYPOINT_IMAGE_SIZE)
         job = setup.job(
             model,
@@ -335,7 +347,8 @@ def run_keypoints(params: dict) -> dict:
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_rmse_px"] = float(np.sqrt(best_row["val_masked_mse"]))
         # as evaluate scores it: what ideas are ranked on (the line above is the network alone, as Keras saw it)
-        summary["served_val_rmse_px"] = keypoint_rmse(val["keypoints"], inference.predict(served, val["images"]))
+        with phase("score"):
+            summary["served_val_rmse_px"] = keypoint_rmse(val["keypoints"], inference.predict(served, val["images"]))
         return setup.finish(summary)
 
 
@@ -364,7 +377,7 @@ def run_emotion(params: dict) -> dict:
         classes = [str(c) for c in train["classes"]]
         num_classes = len(classes)
         input_size = int(train["images"].shape[1])
-        with setup.strategy.scope():
+        with setup.strategy.scope(), phase("build"):
             model = build_emotion_model_from(cfg, num_classes, input_size)
         one_hot = np.eye(num_classes, dtype=np.float32)
         weights = class_weights(train["labels"], num_classes, cfg["class_weights"])
@@ -389,7 +402,8 @@ def run_emotion(params: dict) -> dict:
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_accuracy"] = float(best_row.get("val_accuracy", np.nan))
         # as evaluate scores it: what ideas are ranked on (the line above is the network alone, as Keras saw it)
-        scores = emotion_scores(val["labels"], inference.predict(served, val["images"]).argmax(axis=1), classes)
+        with phase("score"):
+            scores = emotion_scores(val["labels"], inference.predict(served, val["images"]).argmax(axis=1), classes)
         summary["served_val_accuracy"] = scores["accuracy"]
         summary["served_val_f1_weighted"] = scores["f1_weighted"]
         summary["classes"] = classes

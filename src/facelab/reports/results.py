@@ -7,6 +7,8 @@ figures to the same run. ``facelab results`` reads those runs back (SQLite in th
 team's server: ``MLFLOW_TRACKING_URI``) and prints one Markdown table per task; ``--out DIR``
 also writes ``results.md`` and ``accuracy-vs-minutes.png``. A candidate that stopped at its
 training stage has a validation figure and no test figure: it never read the test split.
+``--phases`` adds where the minutes went: one row per finished stage run that timed its phases
+(``provenance.phase``), oldest first, with its total wall minutes and the minutes of each phase.
 
 The picture has one panel per task (emotion split by its number of classes): 7 classes are scored
 by accuracy (FER2013's benchmark figure), other class lists by weighted F1 (facelab's default
@@ -51,10 +53,17 @@ FIGURES = {
 }
 DECIMALS = {"wall min": 1, "CPU min": 1, "images/s": 0, "val RMSE px": 2, "test RMSE px": 2}
 FER_CLASSES = 7
+PHASES_HEADING = "minutes per phase"
+PHASE_METRICS = f"metrics.{provenance.PHASE_PREFIX}"  # the search_runs columns of the phase minutes
 
 
 def training_runs(experiment: str) -> pd.DataFrame:
     """The FINISHED training runs of ``experiment``: one row each, newest first (mlflow.search_runs' columns)."""
+    return _training(stage_runs(experiment, "train_%"))
+
+
+def stage_runs(experiment: str, stage_like: str = "%") -> pd.DataFrame:
+    """The FINISHED stage runs of ``experiment`` whose stage is LIKE ``stage_like``: one row each, newest first."""
     import mlflow
 
     uri = store.tracking_uri()
@@ -67,11 +76,15 @@ def training_runs(experiment: str) -> pd.DataFrame:
     runs = store.retry(
         lambda: mlflow.search_runs(
             experiment_ids=[found.experiment_id],
-            filter_string="tags.`facelab.stage` LIKE 'train_%' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`facelab.stage` LIKE '{stage_like}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
         ),
         "search runs",
     )
+    return runs
+
+
+def _training(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[_column(runs, "tags.facelab.stage").isin(TRAINING_STAGES)]
 
 
@@ -111,6 +124,29 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(_seed=seed).sort_values(["profile", "_seed", "date"]).drop(columns="_seed")
 
 
+def phase_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run that timed its phases, oldest first: when, the stage, the run, the profile (training runs
+    log one), its wall minutes ("total") and the minutes of each phase, in ``provenance.PHASES`` order."""
+    found = [c[len(PHASE_METRICS) :] for c in runs.columns if c.startswith(PHASE_METRICS)]
+    if not found:
+        return pd.DataFrame()
+    phases = [p for p in provenance.PHASES if p in found] + sorted(set(found) - set(provenance.PHASES))
+    rows = runs[runs[[PHASE_METRICS + p for p in phases]].notna().any(axis=1)].sort_values("start_time", kind="stable")
+    frame = pd.DataFrame(
+        {
+            "date": rows["start_time"].dt.strftime("%Y-%m-%d %H:%M"),
+            "stage": _column(rows, "tags.facelab.stage"),
+            "run": rows["run_id"].str[:8],
+            "profile": _column(rows, COMMON["profile"]),
+            "total": _column(rows, COMMON["wall min"]),
+        },
+        index=rows.index,
+    )
+    for name in phases:
+        frame[name] = rows[PHASE_METRICS + name]
+    return frame
+
+
 def _cell(column: str, value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "–"
@@ -139,15 +175,24 @@ def panel_figure(task: str) -> tuple[str, str, bool]:
     return "val weighted F1", "test weighted F1", True
 
 
-def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_only: bool) -> None:
-    task_tables = tables(training_runs(experiment), include_synthetic, evaluated_only)
-    if not task_tables:
+def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_only: bool, phases: bool = False) -> None:
+    """Print the results tables (and with ``phases`` the phase minutes); with ``out`` write them and the picture."""
+    runs = stage_runs(experiment, "%" if phases else "train_%")
+    task_tables = tables(_training(runs), include_synthetic, evaluated_only)
+    timed = phase_table(runs) if phases else pd.DataFrame()
+    if not task_tables and timed.empty:
         hint = "" if include_synthetic else " on real data (--all includes synthetic runs)"
         raise FacelabError(f"no finished training run{hint} in experiment {experiment!r}")
-    text = markdown(task_tables)
+    parts = [markdown(task_tables)] if task_tables else []
+    if phases:
+        parts.append(markdown({PHASES_HEADING: timed}) if not timed.empty else f"### {PHASES_HEADING}\n\nnone\n")
+    text = "\n".join(parts)
     print(text, end="")
     if out:
         write_text(Path(out) / RESULTS_FILE, text)
-        panels = {task: (frame, *panel_figure(task)) for task, frame in task_tables.items()}
-        pictures.accuracy_minutes_png(Path(out) / PICTURE_FILE, panels)
-        print(f"wrote {Path(out) / RESULTS_FILE} and {Path(out) / PICTURE_FILE}")
+        written = [Path(out) / RESULTS_FILE]
+        if task_tables:
+            panels = {task: (frame, *panel_figure(task)) for task, frame in task_tables.items()}
+            pictures.accuracy_minutes_png(Path(out) / PICTURE_FILE, panels)
+            written.append(Path(out) / PICTURE_FILE)
+        print(f"wrote {' and '.join(map(str, written))}")

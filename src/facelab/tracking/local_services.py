@@ -5,13 +5,15 @@ Starts, on 127.0.0.1 only and on free ports:
 * PostgreSQL: a throw-away cluster in a temporary folder (as the ``postgres`` user when run as
   root: ``initdb`` refuses root), password authentication, databases ``mlflow`` (runs and
   registry) and ``mlflow_auth`` (basic-auth's users and permissions);
-* an S3-compatible server (``moto_server``, in memory) with one bucket;
+* an S3-compatible server (moto's, in memory: ``serve_s3``) with one bucket; ``restart-s3`` keeps its
+  objects in ``DIR/s3-objects`` while it is down, as a disk-backed S3 server would;
 * ``mlflow server`` on PostgreSQL, artifacts in ``s3://BUCKET/mlflow`` served through the server
   (clients need no storage credentials), with ``--app-name basic-auth``.
 
     export FACELAB_TEAM_ADMIN_PASSWORD=...  AWS_ACCESS_KEY_ID=...  AWS_SECRET_ACCESS_KEY=...
     python -m facelab.tracking.local_services start DIR    # prints the addresses; state in DIR/state.json
     python -m facelab.tracking.local_services stop DIR     # stops all three, removes the database folder
+    python -m facelab.tracking.local_services restart-mlflow DIR   # (or restart-s3: its objects are kept)
 
 Secrets come from the environment and are never written into the repository: the admin password
 goes to ``mlflow server`` through ``MLFLOW_AUTH_ADMIN_PASSWORD``, the database password (random
@@ -42,11 +44,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from facelab.sandbox import HOST, free_port
 
 BUCKET = "facelab-team"
+S3_OBJECTS_DIR = "s3-objects"  # where restart-s3 keeps the objects while the (in-memory) S3 server is down
 PG_USER = "facelab"
 # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the team extra installs psycopg2-binary.
 DATABASES = ("mlflow", "mlflow_auth")
@@ -139,25 +143,9 @@ def start_postgres(state: dict, password: str) -> None:
         for path in (base, pwfile):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     log = base / "postgres.log"
-    subprocess.run(
-        _as_db_owner(
-            [
-                str(pg / "initdb"),
-                "-D",
-                str(base / "data"),
-                "-U",
-                PG_USER,
-                "-E",
-                "UTF8",
-                "--auth=scram-sha-256",
-                f"--pwfile={pwfile}",
-                "--no-instructions",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    initdb = [str(pg / "initdb"), "-D", str(base / "data"), "-U", PG_USER, "-E", "UTF8", "--auth=scram-sha-256"]
+    initdb += [f"--pwfile={pwfile}", "--no-instructions"]
+    subprocess.run(_as_db_owner(initdb), check=True, capture_output=True, text=True)
     pwfile.unlink()
     options = f"-p {state['pg_port']} -c listen_addresses={HOST} -c unix_socket_directories={base}"
     subprocess.run(
@@ -223,15 +211,76 @@ def _stop_group(pid: int | None) -> None:
         pass
 
 
-def start_s3(state: dict, folder: Path) -> None:
-    state["s3_port"] = free_port()
-    log = folder / "s3.log"
-    state["s3_pid"] = _spawn([str(BIN / "moto_server"), "-H", HOST, "-p", str(state["s3_port"])], log, dict(os.environ))
-    save_state(folder, state)  # at once: a stop() during the wait below must find the process
-    _wait(lambda: _port_open(state["s3_port"]), "S3 server (moto)", log, state["s3_pid"])
+def s3_client(state: dict):
+    """A boto3 client of the state's S3 server (moto takes any key: AWS_* from the environment, if set)."""
     import boto3
 
-    boto3.client("s3", endpoint_url=s3_endpoint(state), region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    keys = {k.lower(): os.environ.get(k, "local") for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    return boto3.client("s3", endpoint_url=s3_endpoint(state), region_name="us-east-1", **keys)
+
+
+def serve_s3(folder: Path) -> None:
+    """moto's S3 server on the state's port, with the bucket and the objects ``stop_s3`` kept in
+    ``DIR/s3-objects`` (moto holds them in memory only) back before it answers anyone: it listens at
+    once, so a client's request waits (it is not refused) while they come back through a private port."""
+    import threading
+
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    app, kept = DomainDispatcherApplication(create_backend_app), folder / S3_OBJECTS_DIR
+    private, public = (
+        make_server(HOST, port, app, threaded=True, request_handler=MotoRequestHandler)
+        for port in (0, load_state(folder)["s3_port"])
+    )  # both listen from here on
+    threading.Thread(target=private.serve_forever, daemon=True).start()
+    client = s3_client({"s3_port": private.server_port})
+    for bucket in sorted({BUCKET, *(p.name for p in kept.iterdir())}) if kept.is_dir() else [BUCKET]:
+        client.create_bucket(Bucket=bucket)
+    for file in sorted(f for f in kept.rglob("*") if f.is_file()) if kept.is_dir() else []:
+        bucket, *key = file.relative_to(kept).parts
+        client.put_object(Bucket=bucket, Key="/".join(key), Body=file.read_bytes())  # one part, as DVC puts them
+    private.shutdown()
+    shutil.rmtree(kept, ignore_errors=True)
+    public.serve_forever()
+
+
+def _s3_ready(state: dict) -> bool:
+    try:
+        s3_client(state).head_bucket(Bucket=BUCKET)
+        return True
+    except Exception:  # not listening yet, or its objects still coming back
+        return False
+
+
+def start_s3(state: dict, folder: Path) -> None:
+    """The S3 server (``serve_s3``) on the state's port (a new free one the first time)."""
+    state.setdefault("s3_port", free_port())
+    save_state(folder, state)  # serve_s3 reads the port there
+    log, cmd = folder / "s3.log", [sys.executable, "-m", __spec__.name, "serve-s3", str(folder)]
+    state["s3_pid"] = _spawn(cmd, log, dict(os.environ))
+    save_state(folder, state)  # at once: a stop() during the wait below must find the process
+    _wait(lambda: _s3_ready(state), "S3 server (moto)", log, state["s3_pid"])
+
+
+def stop_s3(state: dict, folder: Path, keep_objects: bool = True) -> None:
+    """Stop the S3 server; with ``keep_objects``, first copy every object to ``DIR/s3-objects`` for
+    ``start_s3`` (a restart then loses nothing, as with a disk-backed S3 server)."""
+    try:
+        if keep_objects and state.get("s3_pid") and _port_open(state["s3_port"]):
+            client, kept = s3_client(state), folder / S3_OBJECTS_DIR
+            partial = kept.with_name(kept.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            for bucket in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+                (partial / bucket).mkdir(parents=True)
+                for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                    for key in [found["Key"] for found in page.get("Contents", []) if not found["Key"].endswith("/")]:
+                        (partial / bucket / key).parent.mkdir(parents=True, exist_ok=True)  # (no folder markers)
+                        client.download_file(bucket, key, str(partial / bucket / key))
+            shutil.rmtree(kept, ignore_errors=True)
+            partial.rename(kept)
+    finally:
+        _stop_group(state.pop("s3_pid", None))
 
 
 def s3_endpoint(state: dict) -> str:
@@ -275,23 +324,12 @@ def start_mlflow(state: dict, folder: Path) -> None:
     """``mlflow server`` on the state's port (a new free one the first time)."""
     state.setdefault("mlflow_port", free_port())
     log = folder / "mlflow.log"
-    cmd = [
-        str(BIN / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"postgresql+psycopg2://{PG_USER}@{HOST}:{state['pg_port']}/mlflow",
-        "--artifacts-destination",
-        f"s3://{BUCKET}/mlflow",
-        "--serve-artifacts",
-        "--app-name",
-        "basic-auth",
-        "--host",
-        HOST,
-        "--port",
-        str(state["mlflow_port"]),
-        "--workers",
-        str(MLFLOW_WORKERS),
-    ]
+    database = f"postgresql+psycopg2://{PG_USER}@{HOST}:{state['pg_port']}/mlflow"
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", database]
+    cmd += ["--artifacts-destination", f"s3://{BUCKET}/mlflow", "--serve-artifacts", "--app-name", "basic-auth"]
+    cmd += ["--host", HOST, "--port", str(state["mlflow_port"]), "--workers", str(MLFLOW_WORKERS)]
+    cmd += ["--artifacts-destination", f"s3://{BUCKET}/mlflow", "--serve-artifacts", "--app-name", "basic-auth"]
+    cmd += ["--host", HOST, "--port", str(state["mlflow_port"]), "--workers", str(MLFLOW_WORKERS)]
     state["mlflow_pid"] = _spawn(cmd, log, _mlflow_env(state, folder))
     save_state(folder, state)  # at once: a stop() during the wait below must find the process
     _wait(lambda: _healthy(state["mlflow_port"]), "mlflow server", log, state["mlflow_pid"])
@@ -301,15 +339,22 @@ def stop_mlflow(state: dict) -> None:
     _stop_group(state.pop("mlflow_pid", None))
 
 
-def restart_mlflow(folder: Path, down_s: float = 0.0) -> float:
-    """Stop the tracking server, wait ``down_s``, start it again on the same port; returns seconds down."""
+def restart(folder: Path, service: str, down_s: float = 0.0, while_down: Callable[[], object] | None = None) -> float:
+    """Stop ``service`` (``mlflow`` or ``s3``), wait ``down_s`` and then for ``while_down()`` to return (e.g.
+    until a client says it is retrying), start it again on the same port; returns the seconds it was down."""
     state = load_state(folder)
+    if f"{service}_pid" not in state:
+        raise ServiceError(f"no {service} server runs from {folder} (start it first)")
     started = time.monotonic()
-    stop_mlflow(state)
-    save_state(folder, state)
-    time.sleep(down_s)
-    start_mlflow(state, folder)
-    save_state(folder, state)
+    try:
+        stop_mlflow(state) if service == "mlflow" else stop_s3(state, folder)
+        save_state(folder, state)
+        time.sleep(down_s)
+        if while_down is not None:
+            while_down()
+    finally:  # started again even when while_down fails
+        start_mlflow(state, folder) if service == "mlflow" else start_s3(state, folder)
+        save_state(folder, state)
     return time.monotonic() - started
 
 
@@ -317,6 +362,8 @@ def restart_mlflow(folder: Path, down_s: float = 0.0) -> float:
 
 
 def load_state(folder: Path) -> dict:
+    if not folder.is_dir():
+        raise ServiceError(f"{folder}: no such folder (nothing was started there)")
     path = folder / "state.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
@@ -359,19 +406,20 @@ def stop(folder: Path) -> None:
     """Stop whatever ``start`` left running in ``folder`` (safe to call twice, or after a failed start)."""
     state = load_state(folder)
     stop_mlflow(state)
-    _stop_group(state.pop("s3_pid", None))
+    stop_s3(state, folder, keep_objects=False)
     stop_postgres(state)
     state.pop("pg_base", None)
     save_state(folder, state)
     for secret in ("pgpass", "flask-secret"):
         (folder / secret).unlink(missing_ok=True)
+    shutil.rmtree(folder / S3_OBJECTS_DIR, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m facelab.tracking.local_services", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("action", choices=["start", "stop", "restart-mlflow"])
+    parser.add_argument("action", choices=["start", "stop", "restart-mlflow", "restart-s3", "serve-s3"])
     parser.add_argument("dir", type=Path, help="folder for state, configs and logs (outside the repository)")
     args = parser.parse_args(argv)
     folder = args.dir.resolve()
@@ -384,8 +432,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stop with: python -m facelab.tracking.local_services stop {folder}")
         elif args.action == "stop":
             stop(folder)
+        elif args.action == "serve-s3":  # the S3 server process start_s3 runs
+            serve_s3(folder)
         else:
-            print(f"mlflow server down for {restart_mlflow(folder):.1f} s")
+            service = args.action.removeprefix("restart-")
+            print(f"{service} server down for {restart(folder, service):.1f} s")
     except (ServiceError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or ""
         print(f"team-services: error: {exc} {detail}".strip(), file=sys.stderr)

@@ -14,7 +14,8 @@ MLflow (the champion rules that use it are ``facelab.tracking.champions``).
 * Retries: every MLflow call facelab makes goes through ``retry``, which waits out what passes by
   itself (SQLite's "database is locked"; a server restarting: connection refused or reset,
   timeouts, HTTP 408/429/5xx, MLflow's retryable error codes) with a bounded back-off of about
-  ``RETRY_BUDGET_S`` seconds, then ends the stage with one line (``FacelabError``).
+  ``RETRY_BUDGET_S`` seconds (one line on stderr when the wait starts: ``facelab: MLflow server URI unreachable
+  (what: error), retrying for up to N s``), then ends the stage with one line (``FacelabError``).
 * Logging to runs: ``log_params``, ``log_metrics``, ``set_tags``, ``log_artifacts``, ``log_dataset``,
   ``epoch_logger`` (the active run), ``log_run_metrics`` and ``log_artifact_to_run`` (another run), and
   ``download`` (a local copy of an artifact).
@@ -30,6 +31,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -125,13 +127,15 @@ def retry(fn: Callable[[], T], what: str = "MLflow call") -> T:
         except Exception as exc:  # MLflow wraps SQLAlchemy's and requests' errors in its own types
             if not _is_transient(exc):
                 raise
+            uri = _redacted(tracking_uri())
+            where = f"MLflow server {uri} unreachable" if uri.startswith("http") else f"MLflow store {uri} busy"
+            root = list(_causes(exc))[-1]  # e.g. ConnectionRefusedError, not MLflow's wrapping of it
+            last = _redacted(" ".join(f"{type(root).__name__}: {root}".split()))
             waited = time.monotonic() - started
             if waited + delay > budget:
-                uri = _redacted(tracking_uri())
-                where = f"MLflow server {uri} unreachable" if uri.startswith("http") else f"MLflow store {uri} busy"
-                root = list(_causes(exc))[-1]  # e.g. ConnectionRefusedError, not MLflow's wrapping of it
-                last = " ".join(f"{type(root).__name__}: {root}".split())[:200]
-                raise FacelabError(f"{where} after {tries} tries in {waited:.0f} s ({what}): {last}") from exc
+                raise FacelabError(f"{where} after {tries} tries in {waited:.0f} s ({what}): {last[:200]}") from exc
+            if tries == 1:  # one line when the wait starts: a long silence then has a reason
+                print(f"facelab: {where} ({what}: {last[:120]}), retrying for up to {budget:.0f} s", file=sys.stderr)
             time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY_S)
 
@@ -248,26 +252,32 @@ def _signals_after_the_call() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict, experiment: str) -> Iterator[mlflow.ActiveRun]:
+def stage_run(
+    stage: str, params: dict, experiment: str, phases: provenance.PhaseTimer | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage execution, with its parameters (dotted names) and tags, and (when it
-    finishes) its wall and CPU minutes (``provenance``).
+    finishes) its wall and CPU minutes and its phases' minutes (``provenance``; connecting and starting the
+    run are its "log" phase), counted from the start of ``phases`` (the stage's timer when it timed phases
+    before the run; default: a timer started now).
 
     Ends FINISHED, FAILED on an error, or KILLED on Ctrl-C / SIGTERM (then re-raised). A run that
     does not finish leaves no model version behind: the versions it registered are deleted at its
     end or, when the store was unreachable then, by the next stage run in this workspace
     (``close_abandoned_runs``), so the rerun of the stage leaves nothing half-registered.
     """
-    connect(experiment)
-    close_abandoned_runs()
-    previous = {signum: signal.signal(signum, _raise_terminated) for signum in (signal.SIGTERM, signal.SIGINT)}
-    run = retry(lambda: mlflow.start_run(run_name=stage, tags=run_tags(stage)), "start run")
-    marker = _mark_open(run.info.run_id)
+    phases = phases or provenance.start_phases()
+    with phases.phase("log"):
+        connect(experiment)
+        close_abandoned_runs()
+        previous = {signum: signal.signal(signum, _raise_terminated) for signum in (signal.SIGTERM, signal.SIGINT)}
+        run = retry(lambda: mlflow.start_run(run_name=stage, tags=run_tags(stage)), "start run")
+        marker = _mark_open(run.info.run_id)
     status, store_down = "FAILED", False
-    stopwatch = provenance.Stopwatch()
     try:
-        log_params(params)
+        with phases.phase("log"):
+            log_params(params)
         yield run
-        log_metrics(stopwatch.minutes())
+        log_metrics({**phases.stopwatch.minutes(), **phases.minutes()})
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
