@@ -248,16 +248,31 @@ def test_the_pipeline_s_default_precision_is_one_of_those():
         assert resolve_precision(params[stage]["precision"]) in POLICIES
 
 
+def _pipeline_models(tmp_path) -> Path:
+    """The project whose models/*.keras to export: this checkout where `dvc repro` has run; else (a fresh clone,
+    CI) a project copy where the pipeline's training stages run on the tiny profile's faces at params.yaml's own
+    precision (`auto`: mixed_bfloat16 on a CPU with bf16 instructions), not the profile's float32."""
+    if all((REPO / "models" / f"{task}.keras").exists() for task in TASKS):
+        return REPO
+    from facelab.sandbox import make_project_copy, run
+
+    path, env = make_project_copy(tmp_path / "repo")
+    own_precision = tmp_path / "own-precision.yaml"
+    own_precision.write_text(json.dumps({s: {"precision": "auto"} for s in ("train_keypoints", "train_emotion")}))
+    run([sys.executable, "-m", "facelab.cli", "params", "apply", str(own_precision)], path, env)
+    run(["dvc", "repro", "train_keypoints", "train_emotion"], path, env)
+    return path
+
+
 def test_the_pipeline_s_own_models_export_and_pass_the_check(tmp_path, monkeypatch):
-    """models/*.keras as `dvc repro` leaves them (params.yaml's `precision: auto`: mixed_bfloat16 on a CPU with
-    bf16 instructions), checked on the prepared test split; skipped where the pipeline has not run."""
+    """models/*.keras as the pipeline's training stages leave them at params.yaml's `precision: auto`, checked on
+    the prepared test split."""
     from facelab.config import load_params
 
-    files = [REPO / "models" / f"{task}.keras" for task in TASKS]
-    if not all(path.exists() for path in files):
-        pytest.skip("models/keypoints.keras and models/emotion.keras are not trained here: dvc repro")
-    classes = load_params(REPO / "params.yaml")["data"]["emotion"]["classes"]
-    monkeypatch.chdir(REPO)  # the prepared test split, read only; the files go to tmp_path
+    project = _pipeline_models(tmp_path)
+    files = [project / "models" / f"{task}.keras" for task in TASKS]
+    classes = load_params(project / "params.yaml")["data"]["emotion"]["classes"]
+    monkeypatch.chdir(project)  # the prepared test split, read only; the files go to tmp_path
     info = onnx_export.export_files(*files, tmp_path, classes)
     print(onnx_export.summary(info))
     for task in TASKS:
