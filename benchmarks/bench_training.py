@@ -2,13 +2,13 @@
 
 Run from the repository root:
 
-    python benchmarks/bench_training.py [--rounds 5] [--tasks keypoints emotion [emotion96]]
+    python benchmarks/bench_training.py [--rounds 5] [--tasks keypoints emotion [emotion96]] [--profiles NAME ...]
 
-For each task it builds the model the pipeline trains (``build_keypoint_model(96, width=64)`` and
-``build_emotion_model(5, 48, 48, width=64)``, with the stems of params.yaml as train.py passes them;
-params.yaml says ``imagenet`` for both, where build_emotion_model's own default, ``small``, is 16x the work) twice
-(task ``emotion96``, not run by default: the emotion model with ``image_size=96``, as the original
-emotion recipe trained it: 48x48 faces resized to 96x96 inside the model):
+For each task it builds the model the pipeline trains, with what ``training_tasks.fixed_task_params`` pins
+whatever params.yaml says (``build_keypoint_model(96, width=64)`` and ``build_emotion_model(5, 48, 48, width=64)``,
+with the stems of params.yaml; it says ``imagenet`` for both, where build_emotion_model's own default, ``small``,
+is 16x the work) twice (task ``emotion96``, not run by default: the emotion model with ``image_size=96``, as the
+original emotion recipe trained it: 48x48 faces resized to 96x96 inside the model):
 
 * plain: the classic notebook recipe. float32 everywhere; ``model.fit`` on in-memory float32 numpy
   arrays (converted from uint8 in numpy before training); Adam, plain MSE / categorical
@@ -29,8 +29,7 @@ each recipe does it: one ``fit`` of 1 + TIMED_EPOCHS epochs over STEPS[task] bat
 ``training.fit``, the dataset repeated and read through one iterator, ``steps_per_epoch`` batches an
 epoch), timed from the end of the first epoch (iterator and prefetch start-up) to the end of the
 last; the median img/s of each is reported, with the ratio of the medians and the median of the
-per-round ratios. The machine may be
-shared: the load average is printed with every table.
+per-round ratios. The machine may be shared: the load average is printed with every table.
 
 It also reports each model's forward FLOPs per image, counted analytically from the Keras layers
 (convolution: out_H * out_W * C_out * k * k * C_in * 2; dense: in * out * 2; batch norm, ReLU,
@@ -38,6 +37,17 @@ pooling and adds are left out, < 1 %), the training FLOP/s achieved (3 x forward
 machine's measured matmul peak (``tf.linalg.matmul`` of MATMUL_SIZE^2 matrices, float32 and
 bfloat16, median of MATMUL_REPEATS), and achieved/peak in the dtype each variant computes in.
 Prints Markdown.
+
+``--profiles NAME ...`` (profiles/NAME.yaml; with a bare ``--tasks``, the profiles alone) adds a row per
+profile: the network its training stage trains with params.yaml under the profile (``training_tasks``: the
+keypoint task if it reads keypoints from a file, else emotion), built by ``build_*_model_from`` from that
+stage's section (width, stem, head, image size, crop, dropout) at its batch size, on synthetic 96x96 / 48x48 faces
+(its keypoint copies, its emotion classes). plain: the recipe above on that network; facelab: what the stage
+does under the profile (precision, optimizer, schedule, weight decay, keypoint loss and metric, augmentation,
+mixup, label smoothing, class weights), like the tasks without validation, checkpoints, ``ema`` or ``sam_rho``.
+Shorter measurements: PROFILE_STEPS batches an epoch (or ``--steps``; keypoints: rounded up to whole faces),
+MIN_PROFILE_ROUNDS to ``--rounds`` rounds, none begun after PROFILE_BUDGET_S s; no goals recorded. A missing or
+invalid profile: one error line and exit status 1, before anything is measured.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import goals  # noqa: E402  (benchmarks/goals.py)
 import numpy as np  # noqa: E402
+import training_tasks  # noqa: E402  (benchmarks/training_tasks.py)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +80,10 @@ SEED = 42
 MATMUL_SIZE = 2048
 MATMUL_REPEATS = 7
 SHIFT = 0.1  # plain emotion recipe: random shift up to 10 % of the side, and random flips
+SCHEDULE_STEPS = 10_000  # the learning-rate schedule's length (its cost does not depend on it)
+PROFILE_STEPS = 12  # a profile's batches an epoch (--steps overrides); its rounds: at least MIN_PROFILE_ROUNDS,
+MIN_PROFILE_ROUNDS = 2  # then none begun once its timed rounds have taken PROFILE_BUDGET_S (the six profiles
+PROFILE_BUDGET_S = 30  # of `make bench`: a few minutes on 2 cores)
 
 
 def load_avg() -> str:
@@ -176,14 +191,16 @@ def images_per_second(model, fit_args: tuple, fit_kwargs: dict, batch_size: int,
     return TIMED_EPOCHS * steps * batch_size / (timer.end - timer.start)
 
 
-def side_by_side(variants: dict, batch_size: int, rounds: int, steps: int) -> dict[str, list[float]]:
+def side_by_side(
+    variants: dict, batch_size: int, rounds: int, steps: int, min_rounds: int = MIN_ROUNDS, budget_s=TASK_BUDGET_S
+) -> dict[str, list[float]]:
     """{name: (model, fit args, fit kwargs)} -> {name: [img/s per round]}, alternating the variants."""
     for model, args, kwargs in variants.values():  # trace + compile, untimed
         model.fit(*args, **{**kwargs, "epochs": 1, "steps_per_epoch": WARMUP_STEPS, "verbose": 0})
     rates = {name: [] for name in variants}
     started = time.perf_counter()
     for round_ in range(rounds):
-        if round_ >= MIN_ROUNDS and time.perf_counter() - started > TASK_BUDGET_S:
+        if round_ >= min_rounds and time.perf_counter() - started > budget_s:
             break
         for name, (model, args, kwargs) in variants.items():
             rates[name].append(images_per_second(model, args, kwargs, batch_size, steps))
@@ -191,7 +208,7 @@ def side_by_side(variants: dict, batch_size: int, rounds: int, steps: int) -> di
     return rates
 
 
-# --- the two tasks --------------------------------------------------------------------------------
+# --- the tasks: fixed ones and profiles --------------------------------------------------------
 
 
 def _faces_needed(batch: int, steps: int, per_face: int = 1) -> int:
@@ -201,13 +218,23 @@ def _faces_needed(batch: int, steps: int, per_face: int = 1) -> int:
     return steps * batch // per_face
 
 
-def keypoint_variants(params: dict, steps: int):
+def _optimizer(cfg: dict):
+    from facelab.nn import training
+
+    return training.make_optimizer(
+        cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], SCHEDULE_STEPS, cfg["optimizer"], cfg["weight_decay_on"]
+    )
+
+
+def keypoint_variants(params: dict, steps: int, metric: bool = False):
+    """plain and facelab on ``params``' keypoint network; ``metric``: facelab tracks masked MSE, as the stage does."""
     import keras
 
     from facelab.data import synthetic
     from facelab.data.augmentation import expand_keypoint_training_set
+    from facelab.formats import KEYPOINT_IMAGE_SIZE
     from facelab.nn import input_pipeline, precision, training
-    from facelab.nn.resnet import build_keypoint_model
+    from facelab.nn.resnet import build_keypoint_model_from
 
     cfg, aug = params["train_keypoints"], dict(params["augment"]["keypoints"])
     copies = aug.pop("copies")
@@ -216,87 +243,92 @@ def keypoint_variants(params: dict, steps: int):
     images, points = expand_keypoint_training_set(images, points, copies, SEED, **aug)
 
     keras.mixed_precision.set_global_policy("float32")
-    plain = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
+    plain = build_keypoint_model_from(cfg, KEYPOINT_IMAGE_SIZE)
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
     x = images.astype(np.float32)[..., None]  # the classic float32 array in memory
     plain_fit = ((x, points), {"batch_size": batch, "shuffle": True})
 
-    policy = precision.set_precision("auto")
-    ours = build_keypoint_model(96, width=WIDTH, stem=cfg["stem"])
+    policy = precision.set_precision(cfg["precision"])
+    ours = build_keypoint_model_from(cfg, KEYPOINT_IMAGE_SIZE)
     ours.compile(
-        optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
-        loss=training.masked_mse,
+        optimizer=_optimizer(cfg),
+        loss=training.KEYPOINT_LOSSES[cfg["loss"]],
+        metrics=[training.masked_mse] if metric else None,
     )
     ds = input_pipeline.make_dataset(images, points, batch, shuffle=True, seed=SEED).repeat()  # as training.fit
     keras.mixed_precision.set_global_policy("float32")
-    return (
-        policy,
-        len(images),
-        {
-            "plain": (plain, plain_fit[0], plain_fit[1]),
-            "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps}),
-        },
-        batch,
-    )
+    ours_fit = ((ds,), {"shuffle": False, "steps_per_epoch": steps})
+    return policy, len(images), {"plain": (plain, *plain_fit), "facelab": (ours, *ours_fit)}, batch
 
 
-def emotion_variants(params: dict, steps: int, image_size: int = 48):
+def emotion_variants(params: dict, steps: int):
     import keras
 
     from facelab.data import synthetic
-    from facelab.data.augmentation import emotion_augmenter
-    from facelab.nn import input_pipeline, precision, training
-    from facelab.nn.resnet import build_emotion_model
+    from facelab.data.augmentation import emotion_augmenter, emotion_mixer
+    from facelab.nn import input_pipeline, precision
+    from facelab.nn.resnet import build_emotion_model_from
     from facelab.pipeline.train import class_weights
 
     cfg = params["train_emotion"]
+    classes = len(params["data"]["emotion"]["classes"])
     batch = cfg["batch_size"]
     images, labels = synthetic.make_emotion_faces(_faces_needed(batch, steps), SEED)
-    labels = labels % EMOTION_CLASSES  # 7 FER ids folded onto 5 classes: only the shapes matter here
-    one_hot = np.eye(EMOTION_CLASSES, dtype=np.float32)[labels]
+    labels = labels % classes  # 7 FER ids folded onto the classes: only the shapes matter here
+    one_hot = np.eye(classes, dtype=np.float32)[labels]
+    input_size = images.shape[1]
 
     keras.mixed_precision.set_global_policy("float32")
-    plain = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
+    plain = build_emotion_model_from(cfg, classes, input_size)
     plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     plain_ds = _plain_emotion_dataset(images, one_hot, batch, SEED)
 
-    policy = precision.set_precision("auto")
-    ours = build_emotion_model(EMOTION_CLASSES, 48, image_size, width=WIDTH, stem=cfg["stem"], dropout=cfg["dropout"])
+    policy = precision.set_precision(cfg["precision"])
+    ours = build_emotion_model_from(cfg, classes, input_size)
     ours.compile(
-        optimizer=training.make_optimizer(cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], 10_000),
+        optimizer=_optimizer(cfg),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg["label_smoothing"]),
         metrics=["accuracy"],
     )
-    weights = class_weights(labels, EMOTION_CLASSES, cfg["class_weights"])
+    weights = class_weights(labels, classes, cfg["class_weights"])[labels]
     augmenter = emotion_augmenter(seed=SEED, **params["augment"]["emotion"])
+    mixer = emotion_mixer(cfg["mixup"], SEED)  # None (off) at mixup 0
     ds = input_pipeline.make_dataset(
-        images, one_hot, batch, shuffle=True, seed=SEED, augmenter=augmenter, sample_weights=weights[labels]
+        images, one_hot, batch, shuffle=True, seed=SEED, augmenter=augmenter, mixer=mixer, sample_weights=weights
     ).repeat()  # as training.fit
     keras.mixed_precision.set_global_policy("float32")
-    return (
-        policy,
-        len(images),
-        {
-            "plain": (plain, (plain_ds,), {"shuffle": False}),
-            "facelab": (ours, (ds,), {"shuffle": False, "steps_per_epoch": steps}),
-        },
-        batch,
-    )
+    ours_fit = ((ds,), {"shuffle": False, "steps_per_epoch": steps})
+    return policy, len(images), {"plain": (plain, (plain_ds,), {"shuffle": False}), "facelab": (ours, *ours_fit)}, batch
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
-    parser.add_argument("--steps", type=int, help="batches an epoch, every task (default: STEPS)")
-    parser.add_argument("--tasks", nargs="+", choices=list(STEPS), default=DEFAULT_TASKS)
+    parser.add_argument("--steps", type=int, help="batches an epoch, every task (default: STEPS, PROFILE_STEPS)")
+    parser.add_argument("--tasks", nargs="*", choices=list(STEPS), default=DEFAULT_TASKS)
+    parser.add_argument("--profiles", nargs="+", default=[], metavar="NAME", help="also these profiles/NAME.yaml")
     args = parser.parse_args()
+    if not args.tasks and not args.profiles:
+        parser.error("nothing to measure: no --tasks and no --profiles")
+
+    from facelab.config import load_params
+    from facelab.errors import FacelabError
+
+    params = load_params(REPO / "params.yaml")
+    fixed = [training_tasks.fixed_task_params(params, task, WIDTH, EMOTION_CLASSES) for task in args.tasks]
+    jobs = [(task, task, p, args.steps or STEPS[task], False) for task, p in zip(args.tasks, fixed)]
+    for name in args.profiles:  # all read (and any error reported) before TensorFlow starts
+        try:
+            task, applied = training_tasks.profile_params(name)
+        except FacelabError as exc:
+            print(f"bench_training.py: --profiles {name}: {exc}", file=sys.stderr)
+            return 1
+        steps = training_tasks.whole_faces(task, applied, args.steps or PROFILE_STEPS)
+        jobs.append((name, task, applied, steps, True))
 
     import keras
     import tensorflow as tf
 
-    from facelab.config import load_params
-
-    params = load_params(REPO / "params.yaml")
     keras.utils.set_random_seed(SEED)
     started = time.perf_counter()
     load_before = load_avg()
@@ -309,39 +341,41 @@ def main() -> int:
     )
 
     rows = []
-    tasks = {
-        "keypoints": keypoint_variants,
-        "emotion": emotion_variants,
-        "emotion96": lambda p, s: emotion_variants(p, s, image_size=96),
-    }
-    for task in args.tasks:
-        steps = args.steps or STEPS[task]
-        policy, n_images, variants, batch = tasks[task](params, steps)
+    for name, task, task_params, steps, profile in jobs:
+        if task == "keypoints":
+            policy, n_images, variants, batch = keypoint_variants(task_params, steps, metric=profile)
+        else:
+            policy, n_images, variants, batch = emotion_variants(task_params, steps)
         flops = forward_flops(variants["facelab"][0])
         assert flops == forward_flops(variants["plain"][0])
-        print(f"{task}: {n_images} images, batch {batch}, facelab policy {policy}", file=sys.stderr, flush=True)
+        print(f"{name}: {n_images} images, batch {batch}, facelab policy {policy}", file=sys.stderr, flush=True)
         load_start = os.getloadavg()[0]
-        rates = side_by_side(variants, batch, args.rounds, steps)
+        limits = (MIN_PROFILE_ROUNDS, PROFILE_BUDGET_S) if profile else (MIN_ROUNDS, TASK_BUDGET_S)
+        rates = side_by_side(variants, batch, args.rounds, steps, *limits)
         load_end = os.getloadavg()[0]
         plain, ours = statistics.median(rates["plain"]), statistics.median(rates["facelab"])
         pair_ratio = statistics.median(o / p for o, p in zip(rates["facelab"], rates["plain"]))
-        stem = params["train_keypoints" if task == "keypoints" else "train_emotion"]["stem"]
-        size = {"keypoints": "96", "emotion": "48", "emotion96": "48->96"}[task]
-        label = (
-            f"{task} ({size}, {stem} stem, batch {batch}, {len(rates['plain'])} rounds x {TIMED_EPOCHS} "
-            f"epochs of {steps} batches)"
-        )
-        rows.append((label, flops, plain, ours, pair_ratio, policy, load_start, load_end, rates))
+        cfg = task_params["train_keypoints" if task == "keypoints" else "train_emotion"]
+        timed = f"{len(rates['plain'])} rounds x {TIMED_EPOCHS} epochs of {steps} batches"
+        label = f"{name} ({training_tasks.describe(task, cfg, profile)}, batch {batch}, {timed})"
+        rows.append((label, flops, plain, ours, pair_ratio, policy, load_start, load_end, rates, profile))
         del variants
 
     bf16 = "bfloat16" in policy
+    tasks = "".join(f" {task}" for task in args.tasks)
+    profiles = " --profiles " + " ".join(args.profiles) if args.profiles else ""
+    profile_rounds = f"; profiles: {MIN_PROFILE_ROUNDS}-{args.rounds}, {PROFILE_BUDGET_S} s" if profiles else ""
+    nets = (f"ResNet-18 width {WIDTH}" if args.tasks else "ResNet-18") + (
+        " (profiles: as each sets it, at its batch size)" if profiles else ""
+    )
     print("### Training throughput: facelab vs the plain Keras recipe (same model)\n")
     print(
         f"`python benchmarks/bench_training.py --rounds {args.rounds}"
-        f"{f' --steps {args.steps}' if args.steps else ''} --tasks {' '.join(args.tasks)}`: "
-        f"ResNet-18 width {WIDTH}, synthetic faces, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+        f"{f' --steps {args.steps}' if args.steps else ''} --tasks{tasks}{profiles}`: {nets}, "
+        f"synthetic faces, TensorFlow {tf.__version__}, Keras {keras.__version__}; "
         f"{MIN_ROUNDS}-{args.rounds} alternating plain/facelab rounds (fewer when a task's rounds pass "
-        f"{TASK_BUDGET_S} s), each a fit of 1 + {TIMED_EPOCHS} epochs of the batches shown, timed after the first "
+        f"{TASK_BUDGET_S} s{profile_rounds}), "
+        f"each a fit of 1 + {TIMED_EPOCHS} epochs of the batches shown, timed after the first "
         "(plain: Keras's epochs, a new iterator each; facelab: one repeated iterator, as `training.fit`), "
         "median img/s. "
         "Augmentation on in both "
@@ -354,7 +388,7 @@ def main() -> int:
         "| load avg (1 min) start -> end |"
     )
     print("| --- | ---: | ---: | ---: | ---: | --- | --- | --- |")
-    for task, _flops, plain, ours, pair_ratio, policy, l0, l1, rates in rows:
+    for task, _flops, plain, ours, pair_ratio, policy, l0, l1, rates, _profile in rows:
         per_round = (
             ", ".join(f"{r:.1f}" for r in rates["plain"]) + "; " + ", ".join(f"{r:.1f}" for r in rates["facelab"])
         )
@@ -373,7 +407,7 @@ def main() -> int:
         "| facelab: achieved GFLOP/s (% of its dtype's peak) |"
     )
     print("| --- | ---: | ---: | ---: | ---: |")
-    for task, flops, plain, ours, _pair_ratio, policy, _l0, _l1, _rates in rows:
+    for task, flops, plain, ours, _pair_ratio, policy, _l0, _l1, _rates, _profile in rows:
         task = task.split(" (")[0]
         peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
         a_plain, a_ours = 3 * flops * plain, 3 * flops * ours
@@ -383,7 +417,9 @@ def main() -> int:
             f"{' of bf16' if 'bfloat16' in policy else ''}) |"
         )
     print()
-    for task, flops, plain, ours, pair_ratio, policy, _l0, _l1, _rates in rows:
+    for task, flops, plain, ours, pair_ratio, policy, _l0, _l1, _rates, profile in rows:
+        if profile:
+            continue
         peak_ours = peaks["bfloat16"] if "bfloat16" in policy else peaks["float32"]
         goals.record(
             f"training {task.split(' (')[0]} >= 1.3x the plain recipe",

@@ -1,6 +1,6 @@
 """Run facelab's benchmarks one after another and write their tables to benchmarks/RESULTS.md.
 
-    python benchmarks/run_all.py            # quick mode (what `make bench` runs), about 15 minutes
+    python benchmarks/run_all.py            # quick mode (what `make bench` runs), about 20 minutes
     python benchmarks/run_all.py --full     # also the slow parts: the synthetic-default pipeline
     python benchmarks/run_all.py --only training pipeline   # a subset (names below)
 
@@ -18,7 +18,9 @@ Quick mode leaves out the slow parts (the arguments below, BENCHMARKS): the synt
 96x96 (``bench_training.py --tasks ... emotion96``) and the two-worker trainings (``bench_workers.py``,
 about 10 minutes), and serves the analyser to 2 clients x 5 photos instead of 8 x 30 on three servers
 (``bench_serving.py --quick``); bench_pipeline's stages on the real FER file (one epoch, a few minutes: their
-peak memory) are in both.
+peak memory) are in both, and so is the training throughput of the networks the real-data profiles train
+(``bench_training.py --profiles``, a few short rounds each): those of TRAINING_PROFILES whose profiles/NAME.yaml
+exists when run_all starts (``training_profile_args``).
 """
 
 from __future__ import annotations
@@ -42,11 +44,29 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 
+# bench_training.py --profiles: the real-data profiles' networks (the fast-* ones may not exist yet)
+TRAINING_PROFILES = (
+    "quick-keypoints",
+    "quick-emotion-5",
+    "quick-emotion-7",
+    "fast-keypoints",
+    "fast-emotion-5",
+    "fast-emotion-7",
+)
+
+
+def training_profile_args(names=TRAINING_PROFILES) -> list[str]:
+    """``--profiles`` with those of ``names`` whose profiles/NAME.yaml exists; [] when none does."""
+    present = [name for name in names if (REPO / "profiles" / f"{name}.yaml").is_file()]
+    return ["--profiles", *present] if present else []
+
+
+PROFILE_ARGS = training_profile_args()
 # name: script, arguments in quick mode (None: --full or --only only), arguments with --full
 BENCHMARKS = {
     "loading": ("bench_loading.py", [], []),
     "inference": ("bench_inference.py", [], []),
-    "training": ("bench_training.py", [], ["--tasks", "keypoints", "emotion", "emotion96"]),
+    "training": ("bench_training.py", PROFILE_ARGS, ["--tasks", "keypoints", "emotion", "emotion96", *PROFILE_ARGS]),
     "pipeline": ("bench_pipeline.py", ["--real-fer"], ["--real-fer", "--default"]),
     "onnx": ("bench_onnx.py", [], ["--repeats", "5"]),
     "workers": ("bench_workers.py", None, []),  # about 10 minutes: six short trainings

@@ -48,9 +48,9 @@ def test_a_profile_s_documented_command_is_its_own(profile):
     assert all(name == profile.stem for name in names), names
 
 
-# ---- extends: a full profile lists only what it changes in its quick one ----
+# ---- extends: a full or fast profile lists only what it changes in its quick one ----
 
-FULL_DIFFERENCES = {  # full profile -> (the quick profile it extends, what it changes there)
+DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends, what it changes there)
     "full-emotion-7": ("quick-emotion-7", {"train_emotion.epochs": 54}),
     "full-emotion-5": (
         "quick-emotion-5",
@@ -62,18 +62,42 @@ FULL_DIFFERENCES = {  # full profile -> (the quick profile it extends, what it c
         },
     ),
     "full-keypoints": ("quick-keypoints", {"train_keypoints.epochs": 24}),
+    "fast-keypoints": (
+        "quick-keypoints",
+        {"augment.keypoints.copies": 1, "train_keypoints.epochs": 6, "train_keypoints.width": 32},
+    ),
+    "fast-emotion-5": (
+        "quick-emotion-5",
+        {
+            "train_emotion.epochs": 20,
+            "train_emotion.batch_size": 128,
+            "train_emotion.lr": 0.004,
+            "train_emotion.sam_rho": 0.0,
+            "train_emotion.sam_epochs": 0,
+        },
+    ),
+    "fast-emotion-7": (
+        "quick-emotion-7",
+        {
+            "train_emotion.epochs": 13,
+            "train_emotion.batch_size": 128,
+            "train_emotion.lr": 0.004,
+            "train_emotion.image_size": 48,
+            "train_emotion.crop": 40,
+        },
+    ),
 }
 
 
-@pytest.mark.parametrize("full", sorted(FULL_DIFFERENCES))
-def test_a_full_profile_is_its_quick_profile_plus_its_differences(full):
-    quick, differences = FULL_DIFFERENCES[full]
-    listed = yaml.safe_load((REPO / "profiles" / f"{full}.yaml").read_text())
+@pytest.mark.parametrize("derived", sorted(DERIVED_DIFFERENCES))
+def test_a_full_or_fast_profile_is_its_quick_profile_plus_its_differences(derived):
+    quick, differences = DERIVED_DIFFERENCES[derived]
+    listed = yaml.safe_load((REPO / "profiles" / f"{derived}.yaml").read_text())
     assert listed.pop("extends") == f"{quick}.yaml"
     assert flatten(listed) == differences  # only the differences are listed
     quick_values = flatten(resolve_profile(REPO / "profiles" / f"{quick}.yaml"))
     assert all(quick_values.get(name) != value for name, value in differences.items())
-    assert flatten(resolve_profile(REPO / "profiles" / f"{full}.yaml")) == {**quick_values, **differences}
+    assert flatten(resolve_profile(REPO / "profiles" / f"{derived}.yaml")) == {**quick_values, **differences}
 
 
 def test_extends_chains_resolve_relative_to_the_extending_profile(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facelab.reports.results import markdown, panel_figure, phase_table, tables
+from facelab.reports.results import experiment_minutes, markdown, panel_figure, phase_table, tables
 
 
 def _runs() -> pd.DataFrame:
@@ -143,3 +143,34 @@ def test_phase_table_has_a_row_per_timed_run_oldest_first_and_the_phases_in_runn
 
 def test_phase_table_is_empty_when_no_run_timed_its_phases():
     assert phase_table(_stage_runs().iloc[[2]].dropna(axis=1)).empty
+
+
+def test_exp_minutes_span_the_stage_runs_of_the_training_run_s_experiment():
+    def run(stage, exp, start, end, baseline="abc"):
+        return {
+            "tags.facelab.stage": stage,
+            "tags.dvc.exp_name": exp,
+            "tags.dvc.exp_baseline_rev": baseline,
+            "start_time": pd.Timestamp(f"2026-12-06T{start}Z"),
+            "end_time": pd.Timestamp(f"2026-12-06T{end}Z"),
+        }
+
+    stages = pd.DataFrame(
+        [
+            run("combine", "fast", "10:05:30", "10:06:00"),
+            run("evaluate", "fast", "10:05:00", "10:05:30"),
+            run("train_keypoints", "fast", "10:00:30", "10:05:00"),
+            run("prepare", "fast", "10:00:00", "10:00:30"),
+            run("prepare", "fast", "09:00:00", "09:00:30", baseline="older"),  # same name on another baseline
+            run("train_keypoints", "other", "11:00:00", "11:30:00"),
+        ]
+    )
+    training = stages[stages["tags.facelab.stage"] == "train_keypoints"]
+    unnamed = pd.DataFrame([{**run("train_keypoints", None, "12:00:00", "12:01:00")}])
+    minutes = experiment_minutes(pd.concat([training, unnamed], ignore_index=True), stages)
+    assert list(minutes[:2]) == [6.0, 30.0]
+    assert pd.isna(minutes[2])
+    keypoints = {**_runs().iloc[2].to_dict(), "tags.facelab.data": "ytf.csv.gz", **stages.iloc[2].to_dict()}
+    table = tables(pd.DataFrame([keypoints]), stages=stages)["keypoints"]
+    assert table["exp min"].iloc[0] == 6.0
+    assert list(table.columns).index("exp min") == list(table.columns).index("wall min") - 1

@@ -25,3 +25,17 @@ def test_the_gpu_check_runs_the_tiny_profile_on_the_cpu(tmp_path):
     for row in rows:
         assert row[3].strip() == "CPU" and row[4].strip() == "float32"
         assert float(row[5]) > 0 and float(row[6]) > 0  # images/s, training seconds: from the MLflow run
+
+
+def test_the_training_benchmark_measures_a_profile_s_network():
+    """``make bench`` measures the real-data profiles' networks: here the fast profiles' (a few batches, no timing
+    checked), and a profile that does not exist is one line and exit status 1 before TensorFlow starts."""
+    script = [sys.executable, "benchmarks/bench_training.py", "--tasks", "--steps", "2", "--rounds", "1"]
+    result = run([*script, "--profiles", "fast-keypoints", "fast-emotion-7"], REPO)
+    for name, network in (("fast-keypoints", "width 32, softargmax head"), ("fast-emotion-7", "crop 40, width 32")):
+        rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {name} (")]
+        assert rows and all(network in row for row in rows), result.stdout
+    missing = run([*script, "--profiles", "no-such-profile"], REPO, check=False)
+    assert missing.returncode == 1
+    assert len(missing.stderr.strip().splitlines()) == 1
+    assert "profiles/no-such-profile.yaml not found" in missing.stderr

@@ -95,14 +95,17 @@ def confusion_png(path: str | Path, matrix: Sequence[Sequence[int]], classes: Se
 
 
 def accuracy_minutes_png(path: str | Path, panels: dict) -> None:
-    """One panel per task: each run's figure against its training wall minutes, labelled by profile.
+    """One panel per task: each run's figure against its minutes, labelled by profile.
 
     ``panels``: task -> (table with "wall min" and "profile" columns, validation column, test column,
-    higher is better). Hollow markers: validation as served; filled: test (adopted profiles only).
+    higher is better). The minutes are the whole ``dvc exp run``'s ("exp min") where the table has them,
+    else the training stage's ("wall min"). Hollow markers: validation as served; filled: test.
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for ax, (task, (frame, val_col, test_col, higher)) in zip(axes[0], panels.items()):
         minutes = frame["wall min"].astype(float)
+        if "exp min" in frame:
+            minutes = frame["exp min"].astype(float).fillna(minutes)
         for column, filled in ((val_col, False), (test_col, True)):
             values = frame[column].astype(float)
             shown = values.notna() & minutes.notna()
@@ -114,11 +117,11 @@ def accuracy_minutes_png(path: str | Path, panels: dict) -> None:
                 edgecolors=PRED_COLOUR,
                 label=column,
             )
-        for (_, row), value in zip(frame.iterrows(), frame[test_col].fillna(frame[val_col]).astype(float)):
-            if pd_notna(row["wall min"]) and pd_notna(value):
-                ax.annotate(f"{row['profile']} s{row['seed']}", (float(row["wall min"]), value), fontsize=7)
+        for (_, row), value, at in zip(frame.iterrows(), frame[test_col].fillna(frame[val_col]).astype(float), minutes):
+            if pd_notna(at) and pd_notna(value):
+                ax.annotate(f"{row['profile']} s{row['seed']}", (float(at), value), fontsize=7)
         ax.set_title(f"{task} ({'higher' if higher else 'lower'} is better)")
-        ax.set_xlabel("training wall minutes")
+        ax.set_xlabel("minutes (dvc exp run; else training)")
         ax.set_ylabel(test_col.replace("test ", ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

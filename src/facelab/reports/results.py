@@ -7,6 +7,9 @@ figures to the same run. ``facelab results`` reads those runs back (SQLite in th
 team's server: ``MLFLOW_TRACKING_URI``) and prints one Markdown table per task; ``--out DIR``
 also writes ``results.md`` and ``accuracy-vs-minutes.png``. A candidate that stopped at its
 training stage has a validation figure and no test figure: it never read the test split.
+The column "exp min" is the whole ``dvc exp run``'s minutes: from the first start to the last end of the
+stage runs that carry the training run's DVC experiment name (``dvc.exp_name``; stages DVC restored from
+its cache have no run and took no time); "wall min" is the training stage's own.
 ``--phases`` adds where the minutes went: one row per finished stage run that timed its phases
 (``provenance.phase``), oldest first, with its total wall minutes and the minutes of each phase.
 
@@ -51,7 +54,9 @@ FIGURES = {
         "test macro F1": "metrics.test.f1_macro",
     },
 }
-DECIMALS = {"wall min": 1, "CPU min": 1, "images/s": 0, "val RMSE px": 2, "test RMSE px": 2}
+EXP_NAME, EXP_BASELINE = "tags.dvc.exp_name", "tags.dvc.exp_baseline_rev"
+EXP_MINUTES = "exp min"
+DECIMALS = {EXP_MINUTES: 1, "wall min": 1, "CPU min": 1, "images/s": 0, "val RMSE px": 2, "test RMSE px": 2}
 FER_CLASSES = 7
 PHASES_HEADING = "minutes per phase"
 PHASE_METRICS = f"metrics.{provenance.PHASE_PREFIX}"  # the search_runs columns of the phase minutes
@@ -92,10 +97,33 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
     return runs[name] if name in runs else pd.Series([None] * len(runs), index=runs.index, dtype=object)
 
 
+def experiment_minutes(training: pd.DataFrame, stages: pd.DataFrame) -> pd.Series:
+    """Each training run's whole ``dvc exp run`` in minutes (index of ``training``): the span of the ``stages``
+    runs with its experiment name and baseline; missing where the run has no experiment name."""
+    minutes = pd.Series([float("nan")] * len(training), index=training.index, dtype=float)
+    if stages.empty or "end_time" not in stages:
+        return minutes
+    names, baselines = _column(stages, EXP_NAME), _column(stages, EXP_BASELINE).fillna("")
+    for index, name, baseline in zip(
+        training.index, _column(training, EXP_NAME), _column(training, EXP_BASELINE).fillna("")
+    ):
+        if not isinstance(name, str) or not name:
+            continue
+        same = stages[(names == name) & (baselines == baseline)]
+        minutes[index] = (same["end_time"].max() - same["start_time"].min()).total_seconds() / 60
+    return minutes
+
+
 def tables(
-    runs: pd.DataFrame, include_synthetic: bool = False, evaluated_only: bool = False
+    runs: pd.DataFrame,
+    include_synthetic: bool = False,
+    evaluated_only: bool = False,
+    stages: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Task name ("keypoints", "emotion-7", ...) -> its table, one row per run, sorted by profile, seed, date."""
+    """Task name ("keypoints", "emotion-7", ...) -> its table, one row per run, sorted by profile, seed, date.
+
+    With ``stages`` (every stage run of the store) the tables have the column "exp min"
+    (``experiment_minutes``)."""
     out: dict[str, pd.DataFrame] = {}
     for stage in TRAINING_STAGES:
         task = stage.split("_", 1)[1]
@@ -108,6 +136,8 @@ def tables(
         for column, source in {**COMMON, **FIGURES[task]}.items():
             frame[column] = _column(rows, source)
         frame["commit"] = frame["commit"].str[:7]
+        if stages is not None:
+            frame.insert(frame.columns.get_loc("wall min"), EXP_MINUTES, experiment_minutes(rows, stages))
         if evaluated_only:
             frame = frame[frame[[c for c in FIGURES[task] if c.startswith("test")]].notna().any(axis=1)]
         if task == "emotion":
@@ -177,8 +207,8 @@ def panel_figure(task: str) -> tuple[str, str, bool]:
 
 def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_only: bool, phases: bool = False) -> None:
     """Print the results tables (and with ``phases`` the phase minutes); with ``out`` write them and the picture."""
-    runs = stage_runs(experiment, "%" if phases else "train_%")
-    task_tables = tables(_training(runs), include_synthetic, evaluated_only)
+    runs = stage_runs(experiment, "%")
+    task_tables = tables(_training(runs), include_synthetic, evaluated_only, stages=runs)
     timed = phase_table(runs) if phases else pd.DataFrame()
     if not task_tables and timed.empty:
         hint = "" if include_synthetic else " on real data (--all includes synthetic runs)"
