@@ -221,9 +221,7 @@ def _faces_needed(batch: int, steps: int, per_face: int = 1) -> int:
 def _optimizer(cfg: dict):
     from facelab.nn import training
 
-    return training.make_optimizer(
-        cfg["lr"], cfg["lr_schedule"], cfg["weight_decay"], SCHEDULE_STEPS, cfg["optimizer"], cfg["weight_decay_on"]
-    )
+    return training.make_optimizer_from(cfg, SCHEDULE_STEPS)
 
 
 def keypoint_variants(params: dict, steps: int, metric: bool = False):

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -123,6 +124,19 @@ def make_optimizer(
     if WEIGHT_DECAY_ON[decay_on]:
         chosen.exclude_from_weight_decay(var_names=list(WEIGHT_DECAY_ON[decay_on]))
     return chosen
+
+
+def make_optimizer_from(cfg: Mapping[str, Any], steps: int, lr: float | None = None) -> keras.optimizers.Optimizer:
+    """``make_optimizer`` with a training section's settings (``train_<task>`` of params.yaml) over ``steps``
+    steps; ``lr`` in place of the section's rate (the rate scaled to the replicas, ``distributed``)."""
+    return make_optimizer(
+        cfg["lr"] if lr is None else lr,
+        cfg["lr_schedule"],
+        cfg["weight_decay"],
+        steps,
+        cfg["optimizer"],
+        cfg["weight_decay_on"],
+    )
 
 
 # --- the fit loop ---------------------------------------------------------------------------

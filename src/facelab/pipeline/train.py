@@ -235,14 +235,7 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
     lr = distributed.scaled_learning_rate(cfg["lr"], strategy)
     with strategy.scope(), phase("build"):
         job.model.compile(
-            optimizer=training.make_optimizer(
-                lr,
-                cfg["lr_schedule"],
-                cfg["weight_decay"],
-                cfg["epochs"] * steps_per_epoch,
-                cfg["optimizer"],
-                cfg["weight_decay_on"],
-            ),
+            optimizer=training.make_optimizer_from(cfg, cfg["epochs"] * steps_per_epoch, lr),
             loss=job.loss,
             metrics=job.metrics,
         )

@@ -97,15 +97,12 @@ def confusion_png(path: str | Path, matrix: Sequence[Sequence[int]], classes: Se
 def accuracy_minutes_png(path: str | Path, panels: dict) -> None:
     """One panel per task: each run's figure against its minutes, labelled by profile.
 
-    ``panels``: task -> (table with "wall min" and "profile" columns, validation column, test column,
-    higher is better). The minutes are the whole ``dvc exp run``'s ("exp min") where the table has them,
-    else the training stage's ("wall min"). Hollow markers: validation as served; filled: test.
+    ``panels``: task -> (table with "profile" and "seed" columns, each row's minutes (a Series on the table's
+    index), validation column, test column, higher is better). Hollow markers: validation as served; filled: test.
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, (task, (frame, val_col, test_col, higher)) in zip(axes[0], panels.items()):
-        minutes = frame["wall min"].astype(float)
-        if "exp min" in frame:
-            minutes = frame["exp min"].astype(float).fillna(minutes)
+    for ax, (task, (frame, minutes, val_col, test_col, higher)) in zip(axes[0], panels.items()):
+        minutes = minutes.astype(float)
         for column, filled in ((val_col, False), (test_col, True)):
             values = frame[column].astype(float)
             shown = values.notna() & minutes.notna()

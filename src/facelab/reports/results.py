@@ -100,18 +100,29 @@ def _column(runs: pd.DataFrame, name: str) -> pd.Series:
 def experiment_minutes(training: pd.DataFrame, stages: pd.DataFrame) -> pd.Series:
     """Each training run's whole ``dvc exp run`` in minutes (index of ``training``): the span of the ``stages``
     runs with its experiment name and baseline; missing where the run has no experiment name."""
-    minutes = pd.Series([float("nan")] * len(training), index=training.index, dtype=float)
+    missing = float("nan")
     if stages.empty or "end_time" not in stages:
-        return minutes
-    names, baselines = _column(stages, EXP_NAME), _column(stages, EXP_BASELINE).fillna("")
-    for index, name, baseline in zip(
-        training.index, _column(training, EXP_NAME), _column(training, EXP_BASELINE).fillna("")
-    ):
-        if not isinstance(name, str) or not name:
-            continue
-        same = stages[(names == name) & (baselines == baseline)]
-        minutes[index] = (same["end_time"].max() - same["start_time"].min()).total_seconds() / 60
-    return minutes
+        return pd.Series(missing, index=training.index, dtype=float)
+    keys = pd.DataFrame(
+        {"name": _column(stages, EXP_NAME), "baseline": _column(stages, EXP_BASELINE).fillna("")}, index=stages.index
+    )
+    spans = stages.groupby([keys["name"], keys["baseline"]]).agg(start=("start_time", "min"), end=("end_time", "max"))
+    span_minutes = ((spans["end"] - spans["start"]).dt.total_seconds() / 60).to_dict()
+    return pd.Series(
+        [
+            span_minutes.get((name, baseline), missing) if isinstance(name, str) and name else missing
+            for name, baseline in zip(_column(training, EXP_NAME), _column(training, EXP_BASELINE).fillna(""))
+        ],
+        index=training.index,
+        dtype=float,
+    )
+
+
+def plotted_minutes(frame: pd.DataFrame) -> pd.Series:
+    """The minutes each row of a results table is drawn at: the whole ``dvc exp run``'s ("exp min") where known,
+    else the training stage's ("wall min")."""
+    minutes = frame["wall min"].astype(float)
+    return frame[EXP_MINUTES].astype(float).fillna(minutes) if EXP_MINUTES in frame else minutes
 
 
 def tables(
@@ -222,7 +233,7 @@ def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_onl
         write_text(Path(out) / RESULTS_FILE, text)
         written = [Path(out) / RESULTS_FILE]
         if task_tables:
-            panels = {task: (frame, *panel_figure(task)) for task, frame in task_tables.items()}
+            panels = {task: (frame, plotted_minutes(frame), *panel_figure(task)) for task, frame in task_tables.items()}
             pictures.accuracy_minutes_png(Path(out) / PICTURE_FILE, panels)
             written.append(Path(out) / PICTURE_FILE)
         print(f"wrote {' and '.join(map(str, written))}")
