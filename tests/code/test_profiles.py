@@ -69,11 +69,12 @@ DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends
     "fast-emotion-5": (
         "quick-emotion-5",
         {
-            "train_emotion.epochs": 20,
+            "train_emotion.epochs": 22,
             "train_emotion.batch_size": 128,
             "train_emotion.lr": 0.004,
             "train_emotion.sam_rho": 0.0,
             "train_emotion.sam_epochs": 0,
+            "train_emotion.class_weights": "none",
         },
     ),
     "fast-emotion-7": (
