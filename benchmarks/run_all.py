@@ -170,6 +170,7 @@ def main() -> int:
     args = parser.parse_args()
 
     mode = "full" if args.full else "quick"
+    started = header(mode)  # the date and load average before the first benchmark
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Path(tmp) / "goals.jsonl"
@@ -179,7 +180,7 @@ def main() -> int:
                 continue
             sections.append(run_one(name, script, full if args.full or quick is None else quick))
         goal_table = goals.table(ledger)
-    sections = [header(mode), goal_table, *sections, f"Load average at the end: {load_avg()}.\n"]
+    sections = [started, goal_table, *sections, f"Load average at the end: {load_avg()}.\n"]
     text = "\n".join(sections)
     args.out.write_text(text)
     print(text)
