@@ -208,6 +208,9 @@ SCHEMA: dict[str, Any] = {
         "label_smoothing": _num(0.0, 0.5),
         "mixup": _num(0.0, 1.0),
         "class_weights": _choice("none", "balanced", "sqrt"),
+        # progressive resizing (facelab.nn.callbacks.ProgressiveResizing): the first `epochs` epochs (0 = off)
+        # resize the faces to `image_size` and crop `crop` (0: none); the rest use image_size and crop above
+        "progressive": {"epochs": _int(0, 10000), "image_size": _int(32, 256), "crop": _int(0, 256)},
     },
     "evaluate": {
         "champion_metric_keypoints": _choice("keypoints.rmse_px"),
@@ -271,6 +274,23 @@ def validate_params(params: dict, source: Path | str = PARAMS_FILE) -> dict:
             f"{source}: train_emotion.crop = {emotion['crop']} is larger than train_emotion.image_size = "
             f"{emotion['image_size']} (the crop is cut from the resized face)"
         )
+    small = emotion["progressive"]
+    if small["epochs"]:
+        if small["epochs"] >= emotion["epochs"]:
+            raise FacelabError(
+                f"{source}: train_emotion.progressive.epochs = {small['epochs']} leaves none of the "
+                f"{emotion['epochs']} epochs at the network's own size (it must be fewer)"
+            )
+        if small["crop"] > small["image_size"]:
+            raise FacelabError(
+                f"{source}: train_emotion.progressive.crop = {small['crop']} is larger than "
+                f"train_emotion.progressive.image_size = {small['image_size']}"
+            )
+        if emotion["head"] != "pool":
+            raise FacelabError(
+                f"{source}: train_emotion.progressive needs head 'pool' (the '{emotion['head']}' head's weights "
+                "depend on the face's size)"
+            )
     ids = [fer_label_id(n) for n in params["data"]["emotion"]["classes"]]
     if len(set(ids)) != len(ids):
         raise FacelabError(f"{source}: data.emotion.classes names the same FER class twice")

@@ -35,6 +35,7 @@ def test_the_committed_params_are_valid():
         ("train_emotion.crop", 200, "train_emotion.crop = 200 is larger than train_emotion.image_size"),
         ("augment.emotion.erasing", 1.5, "augment.emotion.erasing = 1.5"),
         ("train_emotion.ema", 1.0, "train_emotion.ema = 1.0 is not a number >= 0 and < 1"),
+        ("train_emotion.progressive.epochs", 10, "progressive.epochs = 10 leaves none of the 10 epochs"),
     ],
 )
 def test_bad_parameters_are_named(dotted, value, expected):
@@ -48,6 +49,22 @@ def test_bad_parameters_are_named(dotted, value, expected):
         validate_params(params, "params.yaml")
     message = str(err.value)
     assert expected in message and "\n" not in message and message.startswith("params.yaml")
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({"crop": 40}, "train_emotion.progressive.crop = 40 is larger than train_emotion.progressive.image_size = 32"),
+        ({"head": "flatten"}, "train_emotion.progressive needs head 'pool'"),
+    ],
+)
+def test_progressive_resizing_is_checked_against_the_network(changes, expected):
+    params = copy.deepcopy(DEFAULT)
+    params["train_emotion"]["progressive"] = {"epochs": 2, "image_size": 32, "crop": changes.get("crop", 0)}
+    params["train_emotion"]["head"] = changes.get("head", "pool")
+    with pytest.raises(FacelabError) as err:
+        validate_params(params, "params.yaml")
+    assert expected in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unknown_and_missing_parameters(tmp_path):

@@ -5,6 +5,7 @@
   files are never half-written; ``save_epoch_weights`` writes an epoch's weights and the ``state.json`` naming them.
 * ``WeightAverage``: an exponential moving average of the weights, validated and saved each epoch.
 * ``BestWeights``: the weights of the epoch with the lowest val_loss, kept across resumes.
+* ``ProgressiveResizing``: progressive resizing, the first epochs on smaller faces than the network is built for.
 """
 
 from __future__ import annotations
@@ -214,3 +215,56 @@ class BestWeights(keras.callbacks.Callback):
             else:
                 self.model.save_weights(tmp)
         write_json(self.record_path, {"val_loss": self.best, "epoch": epoch + 1})
+
+
+class ProgressiveResizing(keras.callbacks.Callback):
+    """Progressive resizing: in the first ``epochs`` epochs the network resizes its input to ``image_size``
+    pixels and sees the centred ``crop`` (0: all of it); from then on, and after training, the sizes it was
+    built with, which are what it is saved and served at.
+
+    The model needs a Resizing layer named ``resize`` and a CenterCrop named ``crop`` with nothing after them
+    that depends on the map's size (``resnet.build_emotion_model(..., resizable=True)``: convolutions, then the
+    average over positions), so every weight serves both sizes. The sizes are set at each epoch's start from
+    the epoch's number, so a resumed run trains each epoch at the size an uninterrupted one would; when they
+    change, the training and validation steps are traced again. BestWeights compares val_loss across both
+    sizes: a schedule decaying to the end (cosine, one-cycle) keeps a last epoch. Not under several workers
+    (``distributed.fit_replicated`` keeps the steps it traced).
+    """
+
+    def __init__(self, epochs: int, image_size: int, crop: int = 0):
+        super().__init__()
+        self.epochs, self.small = int(epochs), (int(image_size), int(crop or image_size))
+        self.built: tuple[int, int] | None = None
+
+    def _layers(self):
+        try:
+            return self.model.get_layer("resize"), self.model.get_layer("crop")
+        except ValueError:
+            raise ValueError(
+                f"{self.model.name}: progressive resizing needs layers named 'resize' and 'crop' "
+                "(build_emotion_model(..., resizable=True))"
+            ) from None
+
+    def sizes(self) -> tuple[int, int]:
+        """(resized, cropped) pixels the network takes now."""
+        resize, crop = self._layers()
+        return int(resize.height), int(crop.height)
+
+    def _use(self, sizes: tuple[int, int]) -> None:
+        if sizes == self.sizes():
+            return
+        resize, crop = self._layers()
+        resize.height = resize.width = sizes[0]
+        crop.height = crop.width = sizes[1]
+        self.model.make_train_function(force=True)
+        self.model.make_test_function(force=True)
+
+    def on_train_begin(self, logs=None):
+        if self.built is None:  # a fit interrupted before on_train_end left the model small
+            self.built = self.sizes()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._use(self.small if epoch < self.epochs else self.built)
+
+    def on_train_end(self, logs=None):
+        self._use(self.built)

@@ -218,6 +218,7 @@ def build_emotion_model(
     crop: int = 0,
     zero_init: bool = False,
     head: str = "pool",
+    resizable: bool = False,
 ) -> keras.Model:
     """ResNet-18 with a softmax head; ``input_size`` pixels in, resized to ``image_size`` inside.
 
@@ -229,17 +230,23 @@ def build_emotion_model(
     published FER2013 recipes' 40-44 px crops). Training's random translation moves the face under
     that window, so in training it is a random crop; at test time the centre one, and each shifted
     view of the test-time averaging another crop.
+
+    ``resizable``: the ``resize`` and ``crop`` layers are there even where they change nothing, so training
+    can show smaller faces first (``callbacks.ProgressiveResizing``); only with the ``"pool"`` head, whose
+    weights do not depend on the map's size.
     """
     if crop > image_size:
         raise ValueError(f"crop ({crop}) must not exceed image_size ({image_size})")
-    inputs = keras.Input((input_size, input_size, 1), name="image")
-    x = inputs
-    if image_size != input_size:
-        x = layers.Resizing(image_size, image_size, name="resize")(x)
-    if crop and crop < image_size:
-        x = layers.CenterCrop(crop, crop, name="crop")(x)
     if head not in EMOTION_HEADS:
         raise ValueError(f"unknown emotion head {head!r}")
+    if resizable and head != "pool":
+        raise ValueError(f"a resizable network needs the 'pool' head, not {head!r}")
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = inputs
+    if image_size != input_size or resizable:
+        x = layers.Resizing(image_size, image_size, name="resize")(x)
+    if (crop and crop < image_size) or resizable:
+        x = layers.CenterCrop(crop or image_size, crop or image_size, name="crop")(x)
     x = _last_map_features(x, head == "flatten", width, stem, l2, zero_init)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
@@ -259,6 +266,7 @@ def build_emotion_model_from(cfg: Mapping[str, Any], num_classes: int, input_siz
         dropout=cfg["dropout"],
         zero_init=cfg["zero_init_residual"],
         head=cfg["head"],
+        resizable=bool(cfg["progressive"]["epochs"]),
     )
 
 

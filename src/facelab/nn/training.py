@@ -28,7 +28,13 @@ import tensorflow as tf
 
 from facelab.config import CHECKPOINTS_DIR, workspace_root
 from facelab.nn import distributed
-from facelab.nn.callbacks import AtomicBackupAndRestore, BestWeights, ProgressWithEta, WeightAverage
+from facelab.nn.callbacks import (
+    AtomicBackupAndRestore,
+    BestWeights,
+    ProgressiveResizing,
+    ProgressWithEta,
+    WeightAverage,
+)
 from facelab.nn.input_pipeline import as_float_images
 from facelab.nn.resnet import all_layers
 from facelab.nn.sam import SharpnessAware
@@ -165,6 +171,7 @@ def fit(
     average_momentum: float = 0.0,
     sam_rho: float = 0.0,
     sam_epochs: int = 0,
+    progressive: Mapping[str, int] | None = None,
 ) -> tuple[keras.Model, dict, ProgressWithEta]:
     """Train ``model`` and return (best model by val_loss, history of every epoch, progress).
 
@@ -181,6 +188,8 @@ def fit(
     validates and what is kept and returned.
     ``sam_rho`` > 0: sharpness-aware steps of that radius (``facelab.nn.sam``) in the last ``sam_epochs``
     epochs (0: in every epoch).
+    ``progressive`` (``{"epochs", "image_size", "crop"}``, epochs > 0): the first epochs on smaller faces
+    (``ProgressiveResizing``; one worker only).
     With ``resume`` false any earlier state there is discarded first. ``show_progress`` false: no epoch lines
     (the other workers of a multi-worker run).
     """
@@ -206,7 +215,13 @@ def fit(
         all_callbacks.append(SharpnessAware(sam_rho, epochs - sam_epochs if sam_epochs else 0))
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
+    if progressive and progressive["epochs"]:
+        all_callbacks.insert(
+            0, ProgressiveResizing(progressive["epochs"], progressive["image_size"], progressive["crop"])
+        )
     if distributed.is_multi_worker(model.distribute_strategy):
+        if progressive and progressive["epochs"]:
+            raise ValueError("progressive resizing is not supported with several workers (the steps stay traced)")
         distributed.fit_replicated(
             model, train_ds, val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks
         )

@@ -268,6 +268,7 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
                 average_momentum=cfg["ema"],
                 sam_rho=cfg["sam_rho"],
                 sam_epochs=cfg["sam_epochs"],
+                progressive=cfg.get("progressive"),  # emotion only
                 callbacks=[store.epoch_logger(), provenance.epoch_timer(store.log_metrics)] if chief else [],
                 show_progress=chief,
             )
@@ -367,6 +368,10 @@ def _emotion_data(params: dict, train: dict) -> dict:
 def run_emotion(params: dict) -> dict:
     with _training_stage("train_emotion", params, _emotion_data) as setup:
         cfg, train, val, seed = setup.cfg, setup.train, setup.val, params["seed"]
+        if cfg["progressive"]["epochs"] and distributed.is_multi_worker(setup.strategy):
+            raise FacelabError(
+                "train_emotion.progressive: progressive resizing trains on one worker only (set epochs: 0)"
+            )
         classes = [str(c) for c in train["classes"]]
         num_classes = len(classes)
         input_size = int(train["images"].shape[1])
