@@ -126,3 +126,16 @@ def test_the_emotion_network_trains_through_fit_with_smaller_faces_first(tmp_pat
     assert history["epoch"] == [0, 1, 2] and all(np.isfinite(history["val_loss"]))
     assert (best.get_layer("resize").height, best.get_layer("crop").height) == (56, 48)
     assert best.predict(IMAGES[:2], verbose=0).shape == (2, CLASSES)
+
+
+def test_the_time_left_counts_a_small_epoch_at_its_cost(monkeypatch, capsys):
+    from facelab.nn import callbacks
+
+    clock = iter([0.0, 0.0, 60.0])  # train begins, epoch 1 begins, epoch 1 ends a minute later
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    small, full = 24**2, 48**2  # a 24 px epoch costs a quarter of a 48 px one
+    progress = callbacks.ProgressWithEta(3, 100, "test", epoch_cost=lambda epoch: small if epoch < 2 else full)
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    progress.on_epoch_end(0)
+    assert "ETA 5.0 min" in capsys.readouterr().out  # one small epoch and a full one left: 1 + 4 minutes

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -25,11 +26,23 @@ from facelab.atomic import atomic_path, write_json
 
 
 class ProgressWithEta(keras.callbacks.Callback):
-    """One line per epoch: epoch i/n, the logs, images/s and the time left."""
+    """One line per epoch: epoch i/n, the logs, images/s and the time left.
 
-    def __init__(self, epochs: int, images_per_epoch: int, label: str, show: bool = True):
+    The time left is the time so far scaled by ``epoch_cost`` (an epoch's relative cost, by its number) of the
+    epochs left against those done: with progressive resizing a small epoch costs less than a full-size one.
+    """
+
+    def __init__(
+        self,
+        epochs: int,
+        images_per_epoch: int,
+        label: str,
+        show: bool = True,
+        epoch_cost: Callable[[int], float] | None = None,
+    ):
         super().__init__()
         self.epochs, self.images, self.label, self.show = epochs, images_per_epoch, label, show
+        self.epoch_cost = epoch_cost or (lambda epoch: 1.0)
         self.started = self.epoch_started = 0.0
         self.first_epoch: int | None = None
         self.images_per_second: list[float] = []
@@ -45,8 +58,8 @@ class ProgressWithEta(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         self.images_per_second.append(self.images / max(now - self.epoch_started, 1e-9))
-        done = epoch + 1 - (self.first_epoch or 0)
-        eta = (now - self.started) / done * (self.epochs - epoch - 1)
+        done = sum(self.epoch_cost(e) for e in range(self.first_epoch or 0, epoch + 1))
+        eta = (now - self.started) / done * sum(self.epoch_cost(e) for e in range(epoch + 1, self.epochs))
         if not self.show:
             return
         shown = " ".join(f"{k}={v:.4g}" for k, v in (logs or {}).items() if k != "learning_rate")
@@ -244,6 +257,10 @@ class ProgressiveResizing(keras.callbacks.Callback):
                 f"{self.model.name}: progressive resizing needs layers named 'resize' and 'crop' "
                 "(build_emotion_model(..., resizable=True))"
             ) from None
+
+    def pixels(self, epoch: int) -> int:
+        """Pixels of a face the network convolves in ``epoch`` (after training began): what an epoch costs."""
+        return (self.small if epoch < self.epochs else self.built)[1] ** 2
 
     def sizes(self) -> tuple[int, int]:
         """(resized, cropped) pixels the network takes now."""

@@ -197,7 +197,10 @@ def fit(
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     best_path = folder / "best.weights.h5"
-    progress = ProgressWithEta(epochs, images_per_epoch, label, show_progress)
+    resized = ProgressiveResizing(**progressive) if progressive and progressive["epochs"] else None
+    progress = ProgressWithEta(
+        epochs, images_per_epoch, label, show_progress, epoch_cost=resized.pixels if resized else None
+    )
     backup = AtomicBackupAndRestore(folder / "backup")
     if done := backup.epochs_done():  # resumed: the finished epochs' batches (shuffles, random draws) are skipped
         train_ds = train_ds.repeat().skip(done * steps_per_epoch)
@@ -215,12 +218,10 @@ def fit(
         all_callbacks.append(SharpnessAware(sam_rho, epochs - sam_epochs if sam_epochs else 0))
     if early_stopping_patience:
         all_callbacks.append(keras.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
-    if progressive and progressive["epochs"]:
-        all_callbacks.insert(
-            0, ProgressiveResizing(progressive["epochs"], progressive["image_size"], progressive["crop"])
-        )
+    if resized:  # first: every other callback's epoch begins at the epoch's size
+        all_callbacks.insert(0, resized)
     if distributed.is_multi_worker(model.distribute_strategy):
-        if progressive and progressive["epochs"]:
+        if resized:
             raise ValueError("progressive resizing is not supported with several workers (the steps stay traced)")
         distributed.fit_replicated(
             model, train_ds, val_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=all_callbacks
