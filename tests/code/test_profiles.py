@@ -61,7 +61,7 @@ DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends
             "train_emotion.sam_epochs": 0,
         },
     ),
-    "full-keypoints": ("quick-keypoints", {"train_keypoints.epochs": 24}),
+    "full-keypoints": ("quick-keypoints", {"train_keypoints.epochs": 24, "train_keypoints.tta.flip": True}),
     "fast-keypoints": (
         "quick-keypoints",
         {"augment.keypoints.copies": 1, "train_keypoints.epochs": 6, "train_keypoints.width": 32},
