@@ -199,6 +199,32 @@ def test_the_validation_figures_that_rank_ideas_score_the_saved_models(project):
     assert trained["served_val_f1_weighted"] == pytest.approx(scores["f1_weighted"], rel=1e-9)
 
 
+def test_each_training_run_logs_its_validation_figures_under_fewer_averaging_views(project):
+    """Beside the served figure, MLflow has the network's validation figure with no averaging and with each kind
+    of view alone (``averaging.<views>.val_*``): a view that costs shows in every run."""
+    from facelab.data.artifacts import load_split
+    from facelab.nn import inference, tta
+    from facelab.reports.scoring import keypoint_rmse
+
+    path, _, _ = project
+    client = mlflow_client(path)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("facelab").experiment_id])}
+    served = inference.load_model(path / "models/keypoints.keras")
+    settings = tta.settings(served)
+    assert settings["flip"]  # the synthetic default averages with the mirror image, so two settings are logged
+    logged = runs["train_keypoints"].data.metrics
+    trained = json.loads((path / "metrics/train_keypoints.json").read_text())
+    assert logged[f"averaging.{tta.label(**settings)}.val_rmse_px"] == pytest.approx(trained["served_val_rmse_px"])
+    val = load_split(path / "data/prepared/keypoints_val.npz")
+    alone = keypoint_rmse(val["keypoints"], inference.predict(tta.unwrap(served), val["images"]))
+    assert logged["averaging.none.val_rmse_px"] == pytest.approx(alone, rel=1e-6)
+    assert alone != pytest.approx(trained["served_val_rmse_px"], rel=1e-6)
+    emotion = runs["train_emotion"].data.metrics
+    settings = tta.settings(inference.load_model(path / "models/emotion.keras"))
+    for option in tta.parts(**settings):
+        assert {f"averaging.{tta.label(**option)}.val_{f}" for f in ("accuracy", "f1_weighted")} <= set(emotion)
+
+
 def test_mlflow_shows_the_data_sets_and_what_each_figure_was_measured_on(project):
     path, _, _ = project
     client = mlflow_client(path)

@@ -83,3 +83,12 @@ def test_settings_of_a_saved_wrapped_model_are_the_ones_it_was_wrapped_with(tmp_
 def test_views_are_flip_times_shifts():
     assert tta.views(True, 0) == [(0, 0, 0), (1, 0, 0)]
     assert len(tta.views(True, 2)) == 10 and len(tta.views(False, 2)) == 5
+
+
+def test_parts_are_the_settings_of_fewer_views_each_once_the_given_one_last():
+    names = lambda flip, shift: [tta.label(**option) for option in tta.parts(flip, shift)]  # noqa: E731
+    assert names(True, 2) == ["none", "flip", "shift2", "flip_shift2"]
+    assert names(True, 0) == ["none", "flip"]
+    assert names(False, 3) == ["none", "shift3"]
+    assert names(False, 0) == ["none"]
+    assert tta.parts(True, 2)[-1] == {"flip": True, "shift_px": 2}

@@ -3,7 +3,8 @@
 ``wrap(model, task, flip=..., shift_px=...)`` returns a Keras model with the same input that
 runs ``model`` on several views of each face and returns their average (``unwrap`` gives
 ``model`` back and ``settings`` the arguments it was wrapped with, to score other settings or
-another network without retraining):
+another network without retraining; ``parts`` lists the settings made of fewer of its views, as the
+training stages score them on validation):
 
 * views = {the face, its mirror image if ``flip``} x {no shift, and if ``shift_px`` > 0 the four
   shifts (+-s, 0) and (0, +-s)}, shifted with edge-replicated borders;
@@ -131,6 +132,23 @@ def unwrap(model: keras.Model) -> keras.Model:
     """The network a ``wrap`` model averages over its views (``model`` itself when it averages nothing)."""
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     return inner[0] if inner else model
+
+
+def label(flip: bool, shift_px: int) -> str:
+    """A setting's short name, usable in an MLflow metric's: ``none``, ``flip``, ``shift2``, ``flip_shift2``."""
+    parts = (["flip"] if flip else []) + ([f"shift{int(shift_px)}"] if shift_px > 0 else [])
+    return "_".join(parts) or "none"
+
+
+def parts(flip: bool, shift_px: int) -> list[dict]:
+    """The settings made of some of this one's views: none, the mirror image alone, the shifts alone, then
+    this one (each once), to see what each kind of view adds."""
+    chosen = []
+    for mirrored, shift in ((False, 0), (flip, 0), (False, shift_px), (flip, shift_px)):
+        option = {"flip": bool(mirrored), "shift_px": int(shift)}
+        if option not in chosen:
+            chosen.append(option)
+    return chosen
 
 
 def settings(model: keras.Model) -> dict:

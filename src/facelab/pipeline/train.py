@@ -317,6 +317,36 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
     return served, summary, frame
 
 
+def score_averaging(
+    served: keras.Model, task: str, score: Callable[[keras.Model], dict[str, float]]
+) -> dict[str, float]:
+    """``score(served)``, the saved model's validation figures; beside them, as MLflow metrics
+    ``averaging.<setting>.val_<figure>`` (``tta.label``) and one printed line, the same figures of the network
+    under each test-time averaging made of fewer of its views (``tta.parts``: none, the mirror image alone,
+    the shifts alone), so a view that costs validation shows in every run."""
+    setting = tta.settings(served)
+    network = tta.unwrap(served)
+    by_setting = {}
+    for option in tta.parts(**setting):
+        model = served if option == setting else tta.wrap(network, task, **option)
+        by_setting[tta.label(**option)] = score(model)
+    served_label = tta.label(**setting)
+    store.log_metrics(
+        {
+            f"averaging.{name}.val_{figure}": value
+            for name, figures in by_setting.items()
+            for figure, value in figures.items()
+        }
+    )
+    for figure in by_setting[served_label]:
+        shown = ", ".join(
+            f"{name} {figures[figure]:.4f}{' (served)' if name == served_label else ''}"
+            for name, figures in by_setting.items()
+        )
+        print(f"[train_{task}] validation {figure} by test-time averaging: {shown}", flush=True)
+    return by_setting[served_label]
+
+
 def _keypoint_data(params: dict, train: dict) -> dict:
     """What train_keypoints logs beside its own section: the missing-keypoint policy its faces went through."""
     return {"data.keypoints.missing": params["data"]["keypoints"]["missing"]}
@@ -342,7 +372,12 @@ def run_keypoints(params: dict) -> dict:
         summary["val_rmse_px"] = float(np.sqrt(best_row["val_masked_mse"]))
         # as evaluate scores it: what ideas are ranked on (the line above is the network alone, as Keras saw it)
         with phase("score"):
-            summary["served_val_rmse_px"] = keypoint_rmse(val["keypoints"], inference.predict(served, val["images"]))
+            served_figures = score_averaging(
+                served,
+                "keypoints",
+                lambda model: {"rmse_px": keypoint_rmse(val["keypoints"], inference.predict(model, val["images"]))},
+            )
+        summary["served_val_rmse_px"] = served_figures["rmse_px"]
         return setup.finish(summary)
 
 
@@ -399,10 +434,15 @@ def run_emotion(params: dict) -> dict:
             return summary
         best_row = frame.loc[frame["val_loss"].idxmin()]
         summary["val_accuracy"] = float(best_row.get("val_accuracy", np.nan))
+
+        def figures(model: keras.Model) -> dict[str, float]:
+            scores = emotion_scores(val["labels"], inference.predict(model, val["images"]).argmax(axis=1), classes)
+            return {"accuracy": scores["accuracy"], "f1_weighted": scores["f1_weighted"]}
+
         # as evaluate scores it: what ideas are ranked on (the line above is the network alone, as Keras saw it)
         with phase("score"):
-            scores = emotion_scores(val["labels"], inference.predict(served, val["images"]).argmax(axis=1), classes)
-        summary["served_val_accuracy"] = scores["accuracy"]
-        summary["served_val_f1_weighted"] = scores["f1_weighted"]
+            served_figures = score_averaging(served, "emotion", figures)
+        summary["served_val_accuracy"] = served_figures["accuracy"]
+        summary["served_val_f1_weighted"] = served_figures["f1_weighted"]
         summary["classes"] = classes
         return setup.finish(summary)
