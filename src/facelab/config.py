@@ -161,6 +161,7 @@ SCHEMA: dict[str, Any] = {
             "path": OPT_PATH,
             "test_path": OPT_PATH,
             "missing": _choice("drop", "mask"),
+            "coordinates": _choice("centres", "edges"),
             "test_fraction": FRACTION,
             "val_fraction": FRACTION,
         },

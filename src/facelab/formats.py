@@ -53,6 +53,19 @@ def _mirror_name(name: str) -> str:
 # FLIP_PERMUTATION[i] is the keypoint that keypoint i becomes after a horizontal flip.
 FLIP_PERMUTATION: tuple[int, ...] = tuple(KEYPOINT_NAMES.index(_mirror_name(n)) for n in KEYPOINT_NAMES)
 
+# Where a keypoint file's coordinates put the pixels (``data.keypoints.coordinates``): "centres", pixel i at
+# x = i, or "edges", pixel i spanning [i, i + 1) (coordinates scaled with a resized crop are).
+KEYPOINT_COORDINATES = ("centres", "edges")
+
+
+def mirror_axis(width: int, coordinates: str = "centres") -> float:
+    """``a`` of the horizontal mirror x -> a - x of an image ``width`` pixels wide: width - 1 for pixel
+    centres on whole numbers, width for pixel edges on them."""
+    if coordinates not in KEYPOINT_COORDINATES:
+        raise ValueError(f"coordinates must be one of {KEYPOINT_COORDINATES}, got {coordinates!r}")
+    return float(width - 1 if coordinates == "centres" else width)
+
+
 # FER2013 label ids, as in fer2013.csv.
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 FER_COLUMNS = ("emotion", "pixels", "Usage")

@@ -83,3 +83,26 @@ def test_missing_keypoints_stay_missing():
         np.zeros((2, 96, 96), np.uint8), points, rng, flip=True, rotation_deg=10, shift_px=3, scale=0.05, brightness=0.1
     )
     assert np.isnan(out_points).sum() == 4
+
+
+def test_edge_coordinates_mirror_about_the_middle_of_the_image():
+    """Pixel i spans [i, i + 1): the image's middle is x = 48 and the mirror maps x to 96 - x."""
+    points = np.full((1, 30), 20.0, np.float32)
+    assert flip_keypoints(points, 96, "edges").reshape(-1, 2)[0, 0] == 76.0
+    assert flip_keypoints(points, 96).reshape(-1, 2)[0, 0] == 75.0
+    np.testing.assert_allclose(flip_keypoints(flip_keypoints(points, 96, "edges"), 96, "edges"), points)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_edge_coordinates_move_with_the_pixels_as_centre_ones_do(seed):
+    """The same faces with their keypoints written as pixel edges (x + 0.5): every flip, rotation, shift and
+    scaling moves them to where the pixel-centre keypoints go, + 0.5."""
+    points = np.random.default_rng(0).uniform(25, 70, size=(4, 30)).astype(np.float32)
+    images = _dot_faces(points)
+    settings = dict(flip=True, rotation_deg=15, shift_px=5, scale=0.1, brightness=0.0)
+    centre_images, centres = augment_keypoint_faces(images, points, np.random.default_rng(seed), **settings)
+    edge_images, edges = augment_keypoint_faces(
+        images, points + 0.5, np.random.default_rng(seed), coordinates="edges", **settings
+    )
+    np.testing.assert_array_equal(edge_images, centre_images)
+    np.testing.assert_allclose(edges, centres + 0.5, atol=1e-4)

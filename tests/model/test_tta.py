@@ -92,3 +92,23 @@ def test_parts_are_the_settings_of_fewer_views_each_once_the_given_one_last():
     assert names(False, 3) == ["none", "shift3"]
     assert names(False, 0) == ["none"]
     assert tta.parts(True, 2)[-1] == {"flip": True, "shift_px": 2}
+
+
+def test_keypoint_mirror_views_map_back_about_the_axis_given(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_keypoint_model(96, width=16)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 96, 96, 1)).astype(np.float32)
+    tta.wrap(model, "keypoints", flip=True, shift_px=0, mirror_axis=96.0).save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False, safe_mode=True)
+    plain = np.asarray(model(images, training=False), np.float64)
+    mirrored = np.asarray(model(images[:, :, ::-1], training=False), np.float64)
+    expected = (plain + flip_keypoints(mirrored, 96, "edges")) / 2
+    np.testing.assert_allclose(np.asarray(loaded(images, training=False)), expected, rtol=1e-4, atol=1e-3)
+    assert tta.axis(loaded) == 96.0
+
+
+def test_the_default_axis_stays_out_of_a_saved_models_config():
+    """Models wrapped with the pixel-centre axis save as they did before the axis was a setting."""
+    wrapped = tta.wrap(build_keypoint_model(96, width=16), "keypoints", flip=True, shift_px=0)
+    assert "axis" not in wrapped.get_layer("tta_average").get_config()
+    assert tta.axis(wrapped) == 95.0

@@ -2,9 +2,11 @@
 ``pipeline.augment`` stage, the emotion training and test-time averaging use it).
 
 Keypoints (numpy + OpenCV, run once by the ``augment`` stage module): a horizontal flip mirrors
-every x coordinate and swaps each left/right keypoint pair (formats.FLIP_PERMUTATION);
-rotations, shifts and scalings are one affine warp applied to the pixels and to the
-keypoints alike; brightness/contrast changes leave keypoints where they are.
+every x coordinate about the axis of the file's coordinates (formats.mirror_axis: 95 - x for pixel
+centres on whole numbers, 96 - x for pixel edges) and swaps each left/right keypoint pair
+(formats.FLIP_PERMUTATION); rotations, shifts and scalings are one affine warp applied to the pixels
+and to the keypoints alike (in OpenCV's pixel-centre frame); brightness/contrast changes leave
+keypoints where they are.
 
 Emotion (Keras preprocessing layers, applied on the fly by ``tf.data`` while training):
 random flip, rotation, translation, zoom, contrast and random erasing (a rectangle of noise over
@@ -17,13 +19,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facelab.formats import FLIP_PERMUTATION
+from facelab.formats import FLIP_PERMUTATION, mirror_axis
 
 
-def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
-    """Keypoints (N, 30) of horizontally flipped images: x -> width-1-x, left/right swapped."""
+def flip_keypoints(keypoints: np.ndarray, width: int, coordinates: str = "centres") -> np.ndarray:
+    """Keypoints (N, 30) of horizontally flipped images: x -> width-1-x (pixel centres on whole numbers) or
+    width-x (``coordinates="edges"``), left/right swapped."""
     pts = keypoints.reshape(len(keypoints), -1, 2).copy()
-    pts[..., 0] = (width - 1) - pts[..., 0]
+    pts[..., 0] = mirror_axis(width, coordinates) - pts[..., 0]
     return pts[:, list(FLIP_PERMUTATION), :].reshape(keypoints.shape)
 
 
@@ -51,8 +54,10 @@ def augment_keypoint_faces(
     shift_px: float,
     scale: float,
     brightness: float,
+    coordinates: str = "centres",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One random augmented copy of each face, keypoints moved with the pixels.
+    """One random augmented copy of each face, keypoints moved with the pixels (``coordinates``: where the
+    keypoints put the pixels, ``formats.KEYPOINT_COORDINATES``).
 
     Copies whose moved keypoints would leave the frame keep their original geometry.
     """
@@ -60,14 +65,15 @@ def augment_keypoint_faces(
     out_images = np.empty_like(images)
     out_points = keypoints.astype(np.float32, copy=True)
     do_flip = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    to_centres = 0.0 if coordinates == "centres" else 0.5  # the warp's matrix is in OpenCV's pixel-centre frame
     for i in range(n):
         image, points = images[i], keypoints[i].reshape(-1, 2)
         if do_flip[i]:
             image = image[:, ::-1]
-            points = flip_keypoints(keypoints[i : i + 1], size)[0].reshape(-1, 2)
+            points = flip_keypoints(keypoints[i : i + 1], size, coordinates)[0].reshape(-1, 2)
         if rotation_deg or shift_px or scale:
             matrix = _affine(rng, size, rotation_deg, shift_px, scale)
-            moved = points @ matrix[:, :2].T + matrix[:, 2]
+            moved = (points - to_centres) @ matrix[:, :2].T + matrix[:, 2] + to_centres
             if np.all((moved >= 0) & (moved <= size - 1) | np.isnan(moved)):
                 image = cv2.warpAffine(
                     np.ascontiguousarray(image),

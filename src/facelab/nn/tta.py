@@ -10,8 +10,9 @@ training stages score them on validation):
   shifts (+-s, 0) and (0, +-s)}, shifted with edge-replicated borders;
 * ``task="emotion"``: the mean of the views' class probabilities;
 * ``task="keypoints"``: each view's coordinates mapped back to the face's own frame first
-  (shift subtracted; mirror: x -> W-1-x and every left/right keypoint swapped with
-  ``formats.FLIP_PERMUTATION``, as ``augmentation.flip_keypoints`` does), then averaged.
+  (shift subtracted; mirror: x -> a - x and every left/right keypoint swapped with
+  ``formats.FLIP_PERMUTATION``, as ``augmentation.flip_keypoints`` does; ``a`` is ``mirror_axis``,
+  by default W - 1: ``formats.mirror_axis`` of the data's coordinates), then averaged.
 
 The averaging runs in float32 whatever precision the wrapped model computes in. Both layers are
 registered Keras serialisables (package ``facelab``, no Lambda layers), so a wrapped model saves to
@@ -76,7 +77,15 @@ class TtaViews(keras.layers.Layer):
 class TtaAverage(keras.layers.Layer):
     """(V * B, K) outputs of the views -> (B, K): mapped back to the face's frame (keypoints), averaged."""
 
-    def __init__(self, views: list, task: str, width: int = 0, permutation: list | None = None, **kwargs):
+    def __init__(
+        self,
+        views: list,
+        task: str,
+        width: int = 0,
+        permutation: list | None = None,
+        axis: float | None = None,
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if task not in TASKS:
@@ -84,6 +93,7 @@ class TtaAverage(keras.layers.Layer):
         self.views = [tuple(int(v) for v in view) for view in views]
         self.task, self.width = task, int(width)
         self.permutation = list(permutation if permutation is not None else FLIP_PERMUTATION)
+        self.axis = float(self.width - 1 if axis is None else axis)  # the mirror: x -> axis - x
 
     def call(self, outputs):
         outputs = ops.cast(outputs, "float32")
@@ -96,7 +106,7 @@ class TtaAverage(keras.layers.Layer):
             points = points - ops.convert_to_tensor([float(dx), float(dy)], "float32")
             if mirrored:
                 x, y = points[..., 0], points[..., 1]
-                points = ops.stack([(self.width - 1) - x, y], axis=-1)
+                points = ops.stack([self.axis - x, y], axis=-1)
                 points = ops.take(points, self.permutation, axis=1)
             back.append(ops.reshape(points, (-1, 2 * len(self.permutation))))
         return ops.mean(ops.stack(back, axis=0), axis=0)
@@ -105,26 +115,31 @@ class TtaAverage(keras.layers.Layer):
         return (None, input_shape[-1])
 
     def get_config(self):
-        return {
+        config = {
             **super().get_config(),
             "views": [list(v) for v in self.views],
             "task": self.task,
             "width": self.width,
             "permutation": self.permutation,
         }
+        if self.axis != self.width - 1:  # files saved before the axis was a setting stay byte for byte the same
+            config["axis"] = self.axis
+        return config
 
 
-def wrap(model: keras.Model, task: str, flip: bool, shift_px: int) -> keras.Model:
+def wrap(model: keras.Model, task: str, flip: bool, shift_px: int, mirror_axis: float | None = None) -> keras.Model:
     """``model`` with test-time averaging over its views, as one model of the same input and output shape.
 
-    With a single view (no flip, no shift) ``model`` itself is returned.
+    With a single view (no flip, no shift) ``model`` itself is returned. ``mirror_axis``: keypoints' mirror
+    x -> mirror_axis - x (default: the width - 1 of pixel centres on whole numbers).
     """
     chosen = views(flip, shift_px)
     if len(chosen) == 1:
         return model
     inputs = keras.Input(model.input_shape[1:], name="image")
     stacked = TtaViews(chosen, name="tta_views")(inputs)
-    outputs = TtaAverage(chosen, task, width=int(model.input_shape[2]), name="tta_average")(model(stacked))
+    average = TtaAverage(chosen, task, width=int(model.input_shape[2]), axis=mirror_axis, name="tta_average")
+    outputs = average(model(stacked))
     return keras.Model(inputs, outputs, name=f"{model.name}_tta")
 
 
@@ -149,6 +164,12 @@ def parts(flip: bool, shift_px: int) -> list[dict]:
         if option not in chosen:
             chosen.append(option)
     return chosen
+
+
+def axis(model: keras.Model) -> float | None:
+    """The keypoints' mirror axis a ``wrap`` model maps its mirror views back with (None when it averages nothing)."""
+    layers = [layer for layer in model.layers if isinstance(layer, TtaAverage)]
+    return layers[0].axis if layers else None
 
 
 def settings(model: keras.Model) -> dict:

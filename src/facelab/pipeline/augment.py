@@ -27,10 +27,12 @@ def run(params: dict) -> dict:
     files = artifacts.stage_files(STAGE)
     cfg = params["augment"]
     seed = params["seed"]
-    with store.stage_run(STAGE, {"seed": seed, "augment": cfg}, params["tracking"]["experiment"]):
+    coordinates = params["data"]["keypoints"]["coordinates"]
+    logged = {"seed": seed, "augment": cfg, "data.keypoints.coordinates": coordinates}
+    with store.stage_run(STAGE, logged, params["tracking"]["experiment"]):
         with phase("load"):
             train = artifacts.load_split(files["keypoints_train"])
-        kp_cfg = dict(cfg["keypoints"])
+        kp_cfg = {**cfg["keypoints"], "coordinates": coordinates}
         copies = kp_cfg.pop("copies")
         with phase("augment"):
             images, points = expand_keypoint_training_set(train["images"], train["keypoints"], copies, seed, **kp_cfg)

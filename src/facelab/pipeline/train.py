@@ -36,7 +36,7 @@ from facelab.data import artifacts
 from facelab.data.artifacts import EMOTION_MODEL, KEYPOINT_MODEL
 from facelab.data.augmentation import emotion_augmenter, emotion_mixer
 from facelab.errors import FacelabError
-from facelab.formats import KEYPOINT_IMAGE_SIZE
+from facelab.formats import KEYPOINT_IMAGE_SIZE, mirror_axis
 from facelab.nn import distributed, inference, input_pipeline, precision, training, tta
 from facelab.nn.keras_files import save_model
 from facelab.nn.resnet import build_emotion_model_from, build_keypoint_model_from
@@ -281,7 +281,9 @@ def _train(job: TrainingJob, params: dict, strategy) -> tuple[keras.Model, dict,
         with phase("recompute_batchnorm"):
             best = training.recompute_batchnorm(best, job.train_images, cfg["batch_size"], params["seed"])
     with phase("build"):
-        served = tta.wrap(best, stage.split("_", 1)[1], **cfg["tta"])
+        task = stage.split("_", 1)[1]
+        coordinates = params["data"]["keypoints"]["coordinates"] if task == "keypoints" else "centres"
+        served = tta.wrap(best, task, **cfg["tta"], mirror_axis=mirror_axis(int(best.input_shape[2]), coordinates))
     with phase("save"):
         save_model(served, job.model_path)
         frame = _write_history(history, PLOTS_DIR / f"{stage}_history.csv")
@@ -328,16 +330,10 @@ def score_averaging(
     network = tta.unwrap(served)
     by_setting = {}
     for option in tta.parts(**setting):
-        model = served if option == setting else tta.wrap(network, task, **option)
+        model = served if option == setting else tta.wrap(network, task, **option, mirror_axis=tta.axis(served))
         by_setting[tta.label(**option)] = score(model)
     served_label = tta.label(**setting)
-    store.log_metrics(
-        {
-            f"averaging.{name}.val_{figure}": value
-            for name, figures in by_setting.items()
-            for figure, value in figures.items()
-        }
-    )
+    store.log_metrics({f"averaging.{n}.val_{f}": v for n, figures in by_setting.items() for f, v in figures.items()})
     for figure in by_setting[served_label]:
         shown = ", ".join(
             f"{name} {figures[figure]:.4f}{' (served)' if name == served_label else ''}"
@@ -348,8 +344,9 @@ def score_averaging(
 
 
 def _keypoint_data(params: dict, train: dict) -> dict:
-    """What train_keypoints logs beside its own section: the missing-keypoint policy its faces went through."""
-    return {"data.keypoints.missing": params["data"]["keypoints"]["missing"]}
+    """What train_keypoints logs beside its own section: the missing-keypoint policy its faces went through and
+    the coordinates' convention (its mirror views use it)."""
+    return {f"data.keypoints.{name}": params["data"]["keypoints"][name] for name in ("missing", "coordinates")}
 
 
 def run_keypoints(params: dict) -> dict:
