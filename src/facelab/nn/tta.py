@@ -150,7 +150,7 @@ def unwrap(model: keras.Model) -> keras.Model:
 
 
 def label(flip: bool, shift_px: int) -> str:
-    """A setting's short name, usable in an MLflow metric's: ``none``, ``flip``, ``shift2``, ``flip_shift2``."""
+    """A setting's short name, usable in an MLflow metric's name: ``none``, ``flip``, ``shift2``, ``flip_shift2``."""
     parts = (["flip"] if flip else []) + ([f"shift{int(shift_px)}"] if shift_px > 0 else [])
     return "_".join(parts) or "none"
 
