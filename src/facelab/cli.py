@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--phases", action="store_true", help="also the minutes of every stage run's phases (load, train, ...)"
     )
+    p.add_argument(
+        "--level",
+        action="append",
+        metavar="METRIC=VALUE",
+        help="also each training run's minutes to this validation level, e.g. val_accuracy=0.65 (repeatable)",
+    )
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(handler=_cmd_results)
     p = sub.add_parser("predict", help="keypoints and emotion of every face in photos (annotated copies + JSON)")
@@ -174,7 +180,7 @@ def _cmd_results(args) -> None:
     from facelab.reports.results import run
 
     experiment = args.experiment or load_params(args.params)["tracking"]["experiment"]
-    run(experiment, args.out, args.all, args.evaluated, args.phases)
+    run(experiment, args.out, args.all, args.evaluated, args.phases, args.level)
 
 
 def _cmd_params_apply(args) -> None:

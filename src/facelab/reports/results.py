@@ -12,6 +12,7 @@ stage runs that carry the training run's DVC experiment name (``dvc.exp_name``; 
 its cache have no run and took no time); "wall min" is the training stage's own.
 ``--phases`` adds where the minutes went: one row per finished stage run that timed its phases
 (``provenance.phase``), oldest first, with its total wall minutes and the minutes of each phase.
+``--level METRIC=VALUE`` (repeatable) adds each training run's minutes to a validation level (``levels``).
 
 The picture has one panel per task (emotion split by its number of classes): 7 classes are scored
 by accuracy (FER2013's benchmark figure), other class lists by weighted F1 (facelab's default
@@ -26,6 +27,7 @@ import pandas as pd
 
 from facelab.atomic import write_text
 from facelab.errors import FacelabError
+from facelab.reports import levels as validation_levels
 from facelab.reports import pictures
 from facelab.tracking import provenance, store
 
@@ -56,7 +58,15 @@ FIGURES = {
 }
 EXP_NAME, EXP_BASELINE = "tags.dvc.exp_name", "tags.dvc.exp_baseline_rev"
 EXP_MINUTES = "exp min"
-DECIMALS = {EXP_MINUTES: 1, "wall min": 1, "CPU min": 1, "images/s": 0, "val RMSE px": 2, "test RMSE px": 2}
+DECIMALS = {
+    EXP_MINUTES: 1,
+    "wall min": 1,
+    "loop min": 1,
+    "CPU min": 1,
+    "images/s": 0,
+    "val RMSE px": 2,
+    "test RMSE px": 2,
+}
 FER_CLASSES = 7
 PHASES_HEADING = "minutes per phase"
 PHASE_METRICS = f"metrics.{provenance.PHASE_PREFIX}"  # the search_runs columns of the phase minutes
@@ -192,7 +202,8 @@ def _cell(column: str, value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{DECIMALS.get(column, 3)}f}"
+        decimals = 1 if column.startswith(validation_levels.MINUTES_PREFIX) else DECIMALS.get(column, 3)
+        return f"{value:.{decimals}f}"
     return str(value)
 
 
@@ -216,8 +227,29 @@ def panel_figure(task: str) -> tuple[str, str, bool]:
     return "val weighted F1", "test weighted F1", True
 
 
-def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_only: bool, phases: bool = False) -> None:
-    """Print the results tables (and with ``phases`` the phase minutes); with ``out`` write them and the picture."""
+def level_rows(training: pd.DataFrame, include_synthetic: bool = False) -> pd.DataFrame:
+    """The rows of the results tables, all tasks in one frame, with their task, run id and DVC experiment name:
+    what ``levels.level_table`` reads."""
+    frames = [
+        frame.assign(
+            task=task, run=training.loc[frame.index, "run_id"], experiment=_column(training, EXP_NAME)[frame.index]
+        )
+        for task, frame in tables(training, include_synthetic).items()
+    ]
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+def run(
+    experiment: str,
+    out: str | None,
+    include_synthetic: bool,
+    evaluated_only: bool,
+    phases: bool = False,
+    levels: list[str] | None = None,
+) -> None:
+    """Print the results tables (with ``phases`` the phase minutes, with ``levels`` ("METRIC=VALUE") the minutes to
+    those validation levels); with ``out`` write them and the picture."""
+    wanted = [validation_levels.parse_level(text) for text in levels or []]
     runs = stage_runs(experiment, "%")
     task_tables = tables(_training(runs), include_synthetic, evaluated_only, stages=runs)
     timed = phase_table(runs) if phases else pd.DataFrame()
@@ -227,6 +259,10 @@ def run(experiment: str, out: str | None, include_synthetic: bool, evaluated_onl
     parts = [markdown(task_tables)] if task_tables else []
     if phases:
         parts.append(markdown({PHASES_HEADING: timed}) if not timed.empty else f"### {PHASES_HEADING}\n\nnone\n")
+    if wanted:
+        reached = validation_levels.level_table(level_rows(_training(runs), include_synthetic), wanted)
+        heading = validation_levels.HEADING
+        parts.append(markdown({heading: reached}) if not reached.empty else f"### {heading}\n\nnone\n")
     text = "\n".join(parts)
     print(text, end="")
     if out:
