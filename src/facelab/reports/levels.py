@@ -17,6 +17,7 @@ compare levels that several recipes pass on their way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pandas as pd
@@ -63,11 +64,17 @@ def minutes_to(values: dict[int, float], minutes: dict[int, float], level: float
     return None
 
 
-def mlflow_history(run_id: str, metric: str) -> dict[int, float]:
-    """{step: value} of one metric of one run, from the tracking store ``store.tracking_uri()`` names."""
+@functools.cache
+def _client(uri: str):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(store.tracking_uri())
+    return MlflowClient(uri)
+
+
+def mlflow_history(run_id: str, metric: str) -> dict[int, float]:
+    """{step: value} of one metric of one run, from the tracking store ``store.tracking_uri()`` names (one client
+    per store, for the several histories of every run)."""
+    client = _client(store.tracking_uri())
     found = store.retry(lambda: client.get_metric_history(run_id, metric), f"metric history of {metric}")
     return {int(point.step): float(point.value) for point in found}
 

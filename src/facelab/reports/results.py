@@ -251,7 +251,8 @@ def run(
     those validation levels); with ``out`` write them and the picture."""
     wanted = [validation_levels.parse_level(text) for text in levels or []]
     runs = stage_runs(experiment, "%")
-    task_tables = tables(_training(runs), include_synthetic, evaluated_only, stages=runs)
+    training = _training(runs)
+    task_tables = tables(training, include_synthetic, evaluated_only, stages=runs)
     timed = phase_table(runs) if phases else pd.DataFrame()
     if not task_tables and timed.empty:
         hint = "" if include_synthetic else " on real data (--all includes synthetic runs)"
@@ -260,7 +261,7 @@ def run(
     if phases:
         parts.append(markdown({PHASES_HEADING: timed}) if not timed.empty else f"### {PHASES_HEADING}\n\nnone\n")
     if wanted:
-        reached = validation_levels.level_table(level_rows(_training(runs), include_synthetic), wanted)
+        reached = validation_levels.level_table(level_rows(training, include_synthetic), wanted)
         heading = validation_levels.HEADING
         parts.append(markdown({heading: reached}) if not reached.empty else f"### {heading}\n\nnone\n")
     text = "\n".join(parts)
