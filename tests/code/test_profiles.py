@@ -80,12 +80,17 @@ DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends
     "fast-emotion-7": (
         "quick-emotion-7",
         {
-            "train_emotion.epochs": 13,
+            "augment.emotion.rotation": 0,
+            "augment.emotion.zoom": 0,
+            "train_emotion.epochs": 16,
             "train_emotion.batch_size": 128,
             "train_emotion.lr": 0.004,
+            "train_emotion.dropout": 0,
             "train_emotion.image_size": 48,
             "train_emotion.crop": 40,
-            "train_emotion.progressive.epochs": 0,
+            "train_emotion.progressive.epochs": 8,
+            "train_emotion.progressive.image_size": 40,
+            "train_emotion.progressive.crop": 32,
         },
     ),
 }
