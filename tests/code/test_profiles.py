@@ -69,12 +69,18 @@ DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends
     "fast-emotion-5": (
         "quick-emotion-5",
         {
-            "train_emotion.epochs": 22,
+            "augment.emotion.rotation": 0,
+            "augment.emotion.zoom": 0,
+            "train_emotion.epochs": 23,
             "train_emotion.batch_size": 128,
             "train_emotion.lr": 0.004,
+            "train_emotion.dropout": 0,
             "train_emotion.sam_rho": 0.0,
             "train_emotion.sam_epochs": 0,
             "train_emotion.class_weights": "none",
+            "train_emotion.progressive.epochs": 8,
+            "train_emotion.progressive.image_size": 40,
+            "train_emotion.progressive.crop": 32,
         },
     ),
     "fast-emotion-7": (
