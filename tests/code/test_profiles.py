@@ -51,7 +51,18 @@ def test_a_profile_s_documented_command_is_its_own(profile):
 # ---- extends: a full or fast profile lists only what it changes in its quick one ----
 
 DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends, what it changes there)
-    "full-emotion-7": ("quick-emotion-7", {"train_emotion.epochs": 54, "train_emotion.progressive.epochs": 0}),
+    "full-emotion-7": (
+        "quick-emotion-7",
+        {
+            "augment.emotion.rotation": 0.04,
+            "augment.emotion.zoom": 0.1,
+            "train_emotion.epochs": 54,
+            "train_emotion.batch_size": 64,
+            "train_emotion.lr": 0.002,
+            "train_emotion.dropout": 0.3,
+            "train_emotion.progressive.epochs": 0,
+        },
+    ),
     "full-emotion-5": (
         "quick-emotion-5",
         {
@@ -86,12 +97,7 @@ DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends
     "fast-emotion-7": (
         "quick-emotion-7",
         {
-            "augment.emotion.rotation": 0,
-            "augment.emotion.zoom": 0,
             "train_emotion.epochs": 16,
-            "train_emotion.batch_size": 128,
-            "train_emotion.lr": 0.004,
-            "train_emotion.dropout": 0,
             "train_emotion.image_size": 48,
             "train_emotion.crop": 40,
             "train_emotion.progressive.epochs": 8,
