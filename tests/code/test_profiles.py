@@ -97,7 +97,7 @@ DERIVED_DIFFERENCES = {  # full or fast profile -> (the quick profile it extends
     "fast-emotion-7": (
         "quick-emotion-7",
         {
-            "train_emotion.epochs": 16,
+            "train_emotion.epochs": 18,
             "train_emotion.image_size": 48,
             "train_emotion.crop": 40,
             "train_emotion.progressive.epochs": 8,
